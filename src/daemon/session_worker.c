@@ -1,0 +1,347 @@
+/* A session worker: one libevent loop serving the SMTP listeners, with the policy
+ * callbacks that connect the SMTP engine to the directory, passwords and the queue. */
+#include "daemon/worker.h"
+
+#include "auth/password.h"
+#include "base/log.h"
+#include "base/privs.h"
+#include "directory/directory.h"
+#include "event/pool.h"
+#include "queue/queue_file.h"
+#include "smtp/smtp_server.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#define WORKER_POOL_THREADS 4
+#define WORKER_DRAIN_SECONDS 30
+
+struct session_worker {
+	const struct tern_config *cfg;
+	struct event_base *base;
+	struct pool *pool;
+	struct directory *dir;
+	struct smtp_server *smtp;
+	char queue_dir[4096];
+	struct event *ev_term, *ev_int, *ev_drain_timeout;
+	int draining;
+};
+
+void worker_child_setup(const char *name, uid_t uid, gid_t gid)
+{
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = SIG_DFL;
+	int sigs[] = { SIGTERM, SIGINT, SIGHUP, SIGCHLD, SIGUSR1, SIGUSR2 };
+	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+		sigaction(sigs[i], &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	sigset_t all;
+	sigemptyset(&all);
+	sigprocmask(SIG_SETMASK, &all, NULL);
+	/* A worker without its master must not keep serving: nobody would restart or
+	 * reload it. */
+	prctl(PR_SET_PDEATHSIG, SIGTERM);
+	if (getppid() == 1)
+		exit(1);
+	log_set_process(name);
+	if (uid != 0) {
+		const char *error = NULL;
+		if (privs_drop(uid, gid, &error) < 0)
+			log_fatal("worker", "event=start_failed error=\"%s\"", error);
+	}
+}
+
+/* ---- policy callbacks ---------------------------------------------------------------- */
+
+static enum smtp_rcpt_verdict cb_rcpt(void *ctx, const struct smtp_session_info *s,
+				      const struct mail_addr *rcpt, struct smtp_rcpt_targets *out)
+{
+	struct session_worker *w = ctx;
+	struct directory_targets *targets = malloc(sizeof(*targets));
+	const char *error = NULL;
+	if (targets == NULL)
+		return SMTP_RCPT_TEMPFAIL;
+	int r = directory_resolve(w->dir, rcpt->local, rcpt->domain, targets, &error);
+	enum smtp_rcpt_verdict v;
+	switch (r) {
+	case 1:
+		for (int i = 0; i < targets->n && i < SMTP_RCPT_MAX_TARGETS; i++)
+			snprintf(out->addr[i], sizeof(out->addr[i]), "%s", targets->t[i].address);
+		out->n = targets->n < SMTP_RCPT_MAX_TARGETS ? targets->n : SMTP_RCPT_MAX_TARGETS;
+		v = SMTP_RCPT_OK;
+		break;
+	case 2:
+		v = SMTP_RCPT_UNKNOWN_USER;
+		break;
+	case 0: {
+		/* Not ours: relaying, only for our users and trusted networks. */
+		int trusted = s->auth_user != NULL ||
+			      config_network_match(w->cfg->networks, w->cfg->n_networks, s->client_sa);
+		if (!trusted || rcpt->domain[0] == '\0' || rcpt->domain[0] == '[') {
+			v = SMTP_RCPT_RELAY_DENIED;
+			break;
+		}
+		if (addr_format(rcpt, out->addr[0], sizeof(out->addr[0])) < 0) {
+			v = SMTP_RCPT_RELAY_DENIED;
+			break;
+		}
+		out->n = 1;
+		v = SMTP_RCPT_OK;
+		break;
+	}
+	default:
+		log_error("smtp", "sid=%s event=directory_error error=\"%s\"", s->id,
+			  error ? error : "unknown");
+		v = SMTP_RCPT_TEMPFAIL;
+		break;
+	}
+	free(targets);
+	return v;
+}
+
+static int cb_may_send_as(void *ctx, const char *account, const char *from)
+{
+	struct session_worker *w = ctx;
+	return directory_may_send_as(w->dir, account, from);
+}
+
+struct auth_job {
+	struct smtp_session *session;
+	char password[256];
+	char hash[512];
+	int have_hash;
+	int ok;
+};
+
+static void auth_job_work(void *arg)
+{
+	struct auth_job *j = arg;
+	if (j->have_hash)
+		j->ok = password_verify(j->password, j->hash) == 1;
+	else
+		password_dummy_verify(j->password); /* same cost for unknown users */
+	explicit_bzero(j->password, sizeof(j->password));
+}
+
+static void auth_job_done(void *arg)
+{
+	struct auth_job *j = arg;
+	smtp_session_auth_done(j->session, j->ok);
+	explicit_bzero(j, sizeof(*j));
+	free(j);
+}
+
+static void cb_auth(void *ctx, struct smtp_session *s, const char *user, const char *password)
+{
+	struct session_worker *w = ctx;
+	struct auth_job *j = calloc(1, sizeof(*j));
+	if (j == NULL)
+		goto fail;
+	j->session = s;
+	snprintf(j->password, sizeof(j->password), "%s", password);
+	j->have_hash = directory_account_hash(w->dir, user, j->hash, sizeof(j->hash)) == 1;
+	if (pool_submit(w->pool, auth_job_work, auth_job_done, j) == 0)
+		return;
+	explicit_bzero(j, sizeof(*j));
+	free(j);
+fail:
+	/* The engine expects the answer later, never from inside this call. */
+	log_error("smtp", "event=auth_error error=\"cannot queue the password check\"");
+	exit(1);
+}
+
+static void *cb_msg_begin(void *ctx, const struct smtp_envelope *env, char id_r[32],
+			  const char **error_r)
+{
+	struct session_worker *w = ctx;
+	struct queue_envelope qe;
+	memset(&qe, 0, sizeof(qe));
+	qe.arrival = (long long)time(NULL);
+	qe.from = (char *)env->from;
+	qe.ret = env->params->ret == SMTP_RET_FULL   ? QUEUE_RET_FULL
+		 : env->params->ret == SMTP_RET_HDRS ? QUEUE_RET_HDRS
+						     : QUEUE_RET_UNSET;
+	qe.envid = (char *)env->params->envid;
+	qe.smtputf8 = env->params->smtputf8;
+	qe.body_8bit = env->params->body == SMTP_BODY_8BITMIME;
+	qe.auth_user = (char *)env->auth_user;
+	qe.client_addr = (char *)env->client_addr;
+	qe.helo = (char *)env->helo;
+	qe.n_rcpts = env->n_targets;
+	qe.rcpts = calloc((size_t)env->n_targets, sizeof(*qe.rcpts));
+	if (qe.rcpts == NULL) {
+		*error_r = "out of memory";
+		return NULL;
+	}
+	for (int i = 0; i < env->n_targets; i++) {
+		qe.rcpts[i].addr = (char *)env->targets[i].addr;
+		qe.rcpts[i].orcpt = (char *)env->targets[i].orcpt;
+		qe.rcpts[i].notify = env->targets[i].notify;
+		qe.rcpts[i].status = QUEUE_STATUS_PENDING;
+	}
+	struct queue_writer *qw = queue_writer_begin(w->queue_dir, &qe, error_r);
+	free(qe.rcpts);
+	if (qw == NULL)
+		return NULL;
+	snprintf(id_r, 32, "%s", queue_writer_id(qw));
+	return qw;
+}
+
+static int cb_msg_append(void *ctx, void *msg, const void *data, size_t len, int *disk_full_r)
+{
+	const char *error = NULL;
+	if (queue_writer_append(msg, data, len, &error) == 0)
+		return 0;
+	*disk_full_r = error != NULL && (strstr(error, "No space") != NULL ||
+					  strstr(error, "quota") != NULL);
+	log_error("queue", "event=write_failed error=\"%s\"", error ? error : "unknown");
+	return -1;
+}
+
+struct commit_job {
+	struct smtp_session *session;
+	struct queue_writer *writer;
+	int ok;
+	int disk_full;
+	char error[256];
+};
+
+static void commit_job_work(void *arg)
+{
+	struct commit_job *j = arg;
+	const char *error = NULL;
+	j->ok = queue_writer_commit(j->writer, &j->disk_full, &error) == 0;
+	j->writer = NULL;
+	if (!j->ok)
+		snprintf(j->error, sizeof(j->error), "%s", error ? error : "unknown");
+}
+
+static void commit_job_done(void *arg)
+{
+	struct commit_job *j = arg;
+	smtp_session_commit_done(j->session, j->ok, j->disk_full, j->error);
+	free(j);
+}
+
+static void cb_msg_commit(void *ctx, struct smtp_session *s, void *msg)
+{
+	struct session_worker *w = ctx;
+	struct commit_job *j = calloc(1, sizeof(*j));
+	if (j != NULL) {
+		j->session = s;
+		j->writer = msg;
+	}
+	if (j == NULL || pool_submit(w->pool, commit_job_work, commit_job_done, j) < 0) {
+		log_error("queue", "event=commit_failed error=\"cannot queue the commit\"");
+		exit(1); /* nothing was acknowledged; the master restarts us */
+	}
+}
+
+static void cb_msg_abort(void *ctx, void *msg)
+{
+	struct queue_writer *qw = msg;
+	queue_writer_abort(&qw);
+}
+
+/* ---- lifecycle ------------------------------------------------------------------------ */
+
+static void on_drained(void *arg)
+{
+	struct session_worker *w = arg;
+	event_base_loopexit(w->base, NULL);
+}
+
+static void on_drain_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	struct session_worker *w = arg;
+	log_warn("worker", "event=drain_timeout sessions=%d", smtp_server_session_count(w->smtp));
+	event_base_loopexit(w->base, NULL);
+}
+
+static void on_terminate(evutil_socket_t sig, short what, void *arg)
+{
+	struct session_worker *w = arg;
+	if (w->draining)
+		return;
+	w->draining = 1;
+	log_info("worker", "event=draining sessions=%d", smtp_server_session_count(w->smtp));
+	struct timeval tv = { WORKER_DRAIN_SECONDS, 0 };
+	w->ev_drain_timeout = evtimer_new(w->base, on_drain_timeout, w);
+	evtimer_add(w->ev_drain_timeout, &tv);
+	smtp_server_drain(w->smtp, on_drained, w);
+}
+
+int session_worker_run(const struct tern_config *cfg, SSL_CTX *ssl_ctx,
+		       const struct worker_listener *listeners, int n_listeners)
+{
+	struct session_worker w;
+	const char *error = NULL;
+	memset(&w, 0, sizeof(w));
+	w.cfg = cfg;
+	snprintf(w.queue_dir, sizeof(w.queue_dir), "%s/queue", cfg->data_dir);
+	w.base = event_base_new();
+	if (w.base == NULL)
+		log_fatal("worker", "event=start_failed error=\"cannot create the event loop\"");
+	w.pool = pool_new(w.base, WORKER_POOL_THREADS);
+	if (w.pool == NULL)
+		log_fatal("worker", "event=start_failed error=\"cannot start the thread pool\"");
+	w.dir = directory_open(cfg->data_dir, &error);
+	if (w.dir == NULL)
+		log_fatal("worker", "event=start_failed error=\"directory: %s\"", error);
+
+	struct smtp_settings set = {
+		.hostname = cfg->hostname,
+		.max_message_size = cfg->max_message_size,
+		.max_recipients = cfg->max_recipients,
+		.max_connections = cfg->max_connections,
+		.max_connections_per_ip = cfg->max_connections_per_ip,
+		.command_timeout = cfg->command_timeout,
+		.data_timeout = cfg->data_timeout,
+		.auth_plaintext_loopback = cfg->auth_plaintext_loopback,
+		.auth_max_failures = cfg->auth_max_failures,
+		.auth_failure_window = cfg->auth_failure_window,
+	};
+	struct smtp_callbacks cb = {
+		.ctx = &w,
+		.rcpt = cb_rcpt,
+		.may_send_as = cb_may_send_as,
+		.auth = cb_auth,
+		.msg_begin = cb_msg_begin,
+		.msg_append = cb_msg_append,
+		.msg_commit = cb_msg_commit,
+		.msg_abort = cb_msg_abort,
+	};
+	w.smtp = smtp_server_new(w.base, &set, ssl_ctx, &cb);
+	if (w.smtp == NULL)
+		log_fatal("worker", "event=start_failed error=\"out of memory\"");
+	for (int i = 0; i < n_listeners; i++) {
+		enum smtp_role role = listeners[i].protocol == LISTENER_SMTP ? SMTP_ROLE_MX
+				      : listeners[i].protocol == LISTENER_SUBMISSION
+					      ? SMTP_ROLE_SUBMISSION
+					      : SMTP_ROLE_SUBMISSIONS;
+		if (smtp_server_listen(w.smtp, listeners[i].fd, role, listeners[i].name) < 0)
+			log_fatal("worker", "event=start_failed error=\"cannot listen on %s\"",
+				  listeners[i].name);
+	}
+	w.ev_term = evsignal_new(w.base, SIGTERM, on_terminate, &w);
+	w.ev_int = evsignal_new(w.base, SIGINT, on_terminate, &w);
+	evsignal_add(w.ev_term, NULL);
+	evsignal_add(w.ev_int, NULL);
+
+	event_base_dispatch(w.base);
+
+	/* Jobs still running (a commit) finish before we go: a 250 may depend on them. */
+	pool_free(&w.pool);
+	smtp_server_free(&w.smtp);
+	directory_close(&w.dir);
+	log_info("worker", "event=exit");
+	return 0;
+}

@@ -1,0 +1,158 @@
+#include "delivery/local.h"
+
+#include "base/file.h"
+#include "base/log.h"
+#include "directory/directory.h"
+#include "queue/queue_file.h"
+#include "store/maildir.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+enum rcpt_kind { RCPT_LOCAL, RCPT_NO_ACCOUNT, RCPT_REMOTE, RCPT_LOOKUP_FAILED };
+
+static enum rcpt_kind classify(const struct delivery_ctx *ctx, const char *addr)
+{
+	const char *at = strrchr(addr, '@');
+	if (at == NULL)
+		return RCPT_NO_ACCOUNT;
+	char hash[512];
+	pthread_mutex_lock(ctx->dir_lock);
+	int local = directory_domain_exists(ctx->dir, at + 1);
+	int account = local == 1 ? directory_account_hash(ctx->dir, addr, hash, sizeof(hash)) : 0;
+	pthread_mutex_unlock(ctx->dir_lock);
+	explicit_bzero(hash, sizeof(hash));
+	if (local < 0 || account < 0)
+		return RCPT_LOOKUP_FAILED;
+	if (local == 0)
+		return RCPT_REMOTE;
+	return account == 1 ? RCPT_LOCAL : RCPT_NO_ACCOUNT;
+}
+
+static void move_aside(const struct delivery_ctx *ctx, const char *id, const char *path)
+{
+	char dir[4096], dest[4200];
+	snprintf(dir, sizeof(dir), "%s/corrupt", ctx->queue_dir);
+	file_mkdir_p(dir, 0700);
+	snprintf(dest, sizeof(dest), "%s/%s", dir, id);
+	if (rename(path, dest) == 0)
+		file_fsync_dir(ctx->queue_dir);
+}
+
+/* Delivers to one local account.  1 delivered (or found delivered), 0 retry later. */
+static int deliver_one(const struct delivery_ctx *ctx, struct queue_envelope *env, int fd,
+		       int index)
+{
+	struct queue_rcpt *r = &env->rcpts[index];
+	const char *at = strrchr(r->addr, '@');
+	char user[256], maildir[4096], unique[64], prefix[2048];
+	const char *error = NULL;
+	snprintf(user, sizeof(user), "%.*s", (int)(at - r->addr), r->addr);
+	for (char *p = user; *p; p++)
+		if (*p >= 'A' && *p <= 'Z')
+			*p = (char)(*p - 'A' + 'a');
+	if (maildir_ensure(ctx->mail_root, at + 1, user, maildir, sizeof(maildir), &error) < 0) {
+		log_error("delivery", "event=deferred qid=%s rcpt=<%s> error=\"%s\"", env->id,
+			  r->addr, error);
+		return 0;
+	}
+	/* Deterministic: a repeat after a crash finds the first copy (maildir_deliver). */
+	snprintf(unique, sizeof(unique), "%s_%d", env->id, index);
+	int n = snprintf(prefix, sizeof(prefix), "Return-Path: <%s>\r\nDelivered-To: %s\r\n",
+			 env->from, r->addr);
+	if (n < 0 || (size_t)n >= sizeof(prefix))
+		n = snprintf(prefix, sizeof(prefix), "Delivered-To: %s\r\n", r->addr);
+	int disk_full = 0;
+	int rc = maildir_deliver(maildir, unique, env->arrival, ctx->hostname, prefix, (size_t)n, fd,
+				 env->data_off, env->data_len, &disk_full, &error);
+	if (rc < 0) {
+		log_error("delivery", "event=deferred qid=%s rcpt=<%s> error=\"%s\"%s", env->id,
+			  r->addr, error, disk_full ? " reason=disk_full" : "");
+		return 0;
+	}
+	if (queue_file_set_status(fd, r, QUEUE_STATUS_DELIVERED, &error) < 0) {
+		log_error("delivery", "event=deferred qid=%s rcpt=<%s> error=\"%s\"", env->id,
+			  r->addr, error);
+		return 0;
+	}
+	log_info("delivery", "event=delivered qid=%s rcpt=<%s> mailbox=%s/%s size=%lld delay=%llds%s",
+		 env->id, r->addr, at + 1, user, (long long)env->data_len,
+		 (long long)time(NULL) - env->arrival, rc == 0 ? " note=already_delivered" : "");
+	return 1;
+}
+
+enum delivery_result delivery_local_run(const struct delivery_ctx *ctx, const char *id)
+{
+	char path[4096];
+	struct queue_envelope env;
+	int fd = -1;
+	const char *error = NULL;
+	snprintf(path, sizeof(path), "%s/%s", ctx->queue_dir, id);
+	memset(&env, 0, sizeof(env));
+	if (queue_file_open(path, &env, &fd, &error) < 0) {
+		if (access(path, F_OK) < 0 && errno == ENOENT)
+			return DELIVERY_GONE;
+		log_error("delivery", "event=corrupt qid=%s error=\"%s\" action=moved_to_corrupt",
+			  id, error ? error : "unknown");
+		move_aside(ctx, id, path);
+		return DELIVERY_BROKEN;
+	}
+	int pending = 0, remote = 0, retry = 0;
+	for (int i = 0; i < env.n_rcpts; i++) {
+		struct queue_rcpt *r = &env.rcpts[i];
+		if (r->status != QUEUE_STATUS_PENDING)
+			continue;
+		switch (classify(ctx, r->addr)) {
+		case RCPT_LOCAL:
+			if (!deliver_one(ctx, &env, fd, i)) {
+				retry = 1;
+				pending++;
+			}
+			break;
+		case RCPT_NO_ACCOUNT:
+			/* The account went away after the message was accepted. */
+			if (queue_file_set_status(fd, r, QUEUE_STATUS_FAILED, &error) < 0) {
+				retry = 1;
+				pending++;
+			} else {
+				log_warn("delivery", "event=failed qid=%s rcpt=<%s> reason=\"no such "
+						     "local account\"", env.id, r->addr);
+			}
+			break;
+		case RCPT_REMOTE:
+			remote++;
+			pending++;
+			break;
+		case RCPT_LOOKUP_FAILED:
+			retry = 1;
+			pending++;
+			break;
+		}
+	}
+	enum delivery_result result;
+	if (pending == 0) {
+		if (unlink(path) < 0 && errno != ENOENT) {
+			log_error("delivery", "event=remove_failed qid=%s error=\"%s\"", env.id,
+				  strerror(errno));
+			result = DELIVERY_RETRY;
+		} else {
+			file_fsync_dir(ctx->queue_dir);
+			log_info("delivery", "event=removed qid=%s", env.id);
+			result = DELIVERY_DONE;
+		}
+	} else if (retry) {
+		result = DELIVERY_RETRY;
+	} else {
+		log_info("delivery", "event=parked qid=%s remote_rcpts=%d reason=\"outbound delivery "
+				     "is not available yet\"", env.id, remote);
+		result = DELIVERY_PARKED;
+	}
+	close(fd);
+	queue_envelope_free(&env);
+	return result;
+}

@@ -1,0 +1,30 @@
+/* Local delivery of one queue file: every pending recipient that is a local account
+ * gets the message in its Maildir; the queue file goes once nobody is left pending. */
+#ifndef TERN_DELIVERY_LOCAL_H
+#define TERN_DELIVERY_LOCAL_H
+
+#include <pthread.h>
+
+struct directory;
+
+struct delivery_ctx {
+	const char *queue_dir;
+	const char *mail_root;
+	const char *hostname;
+	struct directory *dir;      /* shared by the pool threads: used under dir_lock */
+	pthread_mutex_t *dir_lock;
+};
+
+enum delivery_result {
+	DELIVERY_DONE,    /* every recipient settled; the queue file is gone */
+	DELIVERY_PARKED,  /* only remote recipients are left (outbound delivery) */
+	DELIVERY_RETRY,   /* a temporary failure: try again later */
+	DELIVERY_GONE,    /* the file was not there (already handled) */
+	DELIVERY_BROKEN,  /* not a valid queue file: moved to QUEUE_DIR/corrupt/ */
+};
+
+/* Blocking (runs on a pool thread).  Safe to repeat after a crash at any point: a
+ * recipient already delivered is not delivered twice. */
+enum delivery_result delivery_local_run(const struct delivery_ctx *ctx, const char *id);
+
+#endif
