@@ -53,7 +53,7 @@ UNIT_BINS := $(UNIT_SRCS:%.c=$(BUILD)/%)
 FUZZ_SRCS := $(wildcard fuzz/fuzz_*.c)
 FUZZ_BINS := $(FUZZ_SRCS:fuzz/%.c=$(BUILD)/fuzz/%)
 
-.PHONY: all deps run check unit integration asan-integration fuzz fuzz-smoke layers clean bench format
+.PHONY: all deps run check docs-check unit integration asan-integration fuzz fuzz-smoke layers clean bench format
 
 all: $(BUILD)/tern
 
@@ -105,7 +105,11 @@ fuzz-smoke: $(FUZZ_BINS)
 	  echo "== $$n"; ./$$f -max_total_time=$${FUZZ_SECONDS:-15} -dict=fuzz/$$n.dict \
 	  $(BUILD)/fuzz/corpus-$$n fuzz/corpus/$$n 2>&1 | tail -2; done
 
-check: all layers unit integration asan-integration fuzz-smoke
+docs-check: $(BUILD)/tern
+	@./$(BUILD)/tern config reference | diff -u docs/configuration.md - \
+	  || { echo "docs/configuration.md is stale: run ./$(BUILD)/tern config reference > docs/configuration.md"; exit 1; }
+
+check: all layers docs-check unit integration asan-integration fuzz-smoke
 
 format:
 	clang-format -i src/*/*.c src/*/*.h tests/unit/*/*.c fuzz/*.c

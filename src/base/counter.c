@@ -1,6 +1,9 @@
 #include "base/counter.h"
 
+#include <errno.h>
+#include <pthread.h>
 #include <stdint.h>
+#include <sys/mman.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,10 +16,13 @@ struct counter_entry {
 };
 
 struct counter_table {
-	struct counter_entry *e;
 	int cap; /* power of two, twice max_entries: open addressing stays short */
 	int max_entries;
 	int n;
+	int shared;
+	size_t size;
+	pthread_mutex_t lock; /* used when shared */
+	struct counter_entry e[];
 };
 
 static uint32_t hash_key(const char *s)
@@ -29,30 +35,69 @@ static uint32_t hash_key(const char *s)
 	return h;
 }
 
+static struct counter_table *table_new(int max_entries, int shared)
+{
+	int cap = 16;
+	while (cap < max_entries * 2)
+		cap *= 2;
+	size_t size = sizeof(struct counter_table) + (size_t)cap * sizeof(struct counter_entry);
+	struct counter_table *t;
+	if (shared) {
+		t = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+		if (t == MAP_FAILED)
+			return NULL;
+		memset(t, 0, sizeof(*t));
+		pthread_mutexattr_t attr;
+		pthread_mutexattr_init(&attr);
+		pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
+		/* A worker killed while holding the lock must not wedge the others. */
+		pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
+		pthread_mutex_init(&t->lock, &attr);
+		pthread_mutexattr_destroy(&attr);
+	} else {
+		t = calloc(1, size);
+		if (t == NULL)
+			return NULL;
+	}
+	t->cap = cap;
+	t->max_entries = max_entries;
+	t->shared = shared;
+	t->size = size;
+	return t;
+}
+
 struct counter_table *counter_table_new(int max_entries)
 {
-	struct counter_table *t = calloc(1, sizeof(*t));
-	if (t == NULL)
-		return NULL;
-	t->cap = 16;
-	while (t->cap < max_entries * 2)
-		t->cap *= 2;
-	t->max_entries = max_entries;
-	t->e = calloc((size_t)t->cap, sizeof(*t->e));
-	if (t->e == NULL) {
-		free(t);
-		return NULL;
-	}
-	return t;
+	return table_new(max_entries, 0);
+}
+
+struct counter_table *counter_table_new_shared(int max_entries)
+{
+	return table_new(max_entries, 1);
 }
 
 void counter_table_free(struct counter_table **tp)
 {
-	if (*tp == NULL)
+	struct counter_table *t = *tp;
+	if (t == NULL)
 		return;
-	free((*tp)->e);
-	free(*tp);
+	if (t->shared)
+		munmap(t, t->size);
+	else
+		free(t);
 	*tp = NULL;
+}
+
+static void table_lock(struct counter_table *t)
+{
+	if (t->shared && pthread_mutex_lock(&t->lock) == EOWNERDEAD)
+		pthread_mutex_consistent(&t->lock); /* counts may be off by one: harmless */
+}
+
+static void table_unlock(struct counter_table *t)
+{
+	if (t->shared)
+		pthread_mutex_unlock(&t->lock);
 }
 
 static struct counter_entry *find(struct counter_table *t, const char *key)
@@ -109,7 +154,7 @@ static struct counter_entry *insert(struct counter_table *t, const char *key, ti
 	return e;
 }
 
-long counter_get(struct counter_table *t, const char *key, time_t now, int window)
+static long get_locked(struct counter_table *t, const char *key, time_t now, int window)
 {
 	struct counter_entry *e = find(t, key);
 	if (e == NULL)
@@ -119,7 +164,16 @@ long counter_get(struct counter_table *t, const char *key, time_t now, int windo
 	return e->value;
 }
 
-long counter_add(struct counter_table *t, const char *key, long delta, time_t now, int window)
+long counter_get(struct counter_table *t, const char *key, time_t now, int window)
+{
+	table_lock(t);
+	long v = get_locked(t, key, now, window);
+	table_unlock(t);
+	return v;
+}
+
+static long add_locked(struct counter_table *t, const char *key, long delta, time_t now,
+		       int window)
 {
 	struct counter_entry *e = find(t, key);
 	if (e != NULL && window > 0 && now - e->start >= window) {
@@ -136,4 +190,12 @@ long counter_add(struct counter_table *t, const char *key, long delta, time_t no
 	if (v <= 0)
 		remove_entry(t, e);
 	return v < 0 ? 0 : v;
+}
+
+long counter_add(struct counter_table *t, const char *key, long delta, time_t now, int window)
+{
+	table_lock(t);
+	long v = add_locked(t, key, delta, now, window);
+	table_unlock(t);
+	return v;
 }

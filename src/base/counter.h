@@ -12,6 +12,9 @@ struct counter_table;
 /* max_entries bounds memory: when full, the entry with the oldest window start is
  * reused (a flood of new keys cannot grow the table). */
 struct counter_table *counter_table_new(int max_entries);
+/* The same, in memory shared with the processes forked afterwards (MAP_SHARED), guarded
+ * by a robust process-shared mutex: one table for all session workers. */
+struct counter_table *counter_table_new_shared(int max_entries);
 void counter_table_free(struct counter_table **t);
 /* Current value of key; entries whose window (window > 0) started more than window
  * seconds before now count as 0. */

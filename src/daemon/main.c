@@ -11,7 +11,7 @@
 static void usage(FILE *out)
 {
 	fprintf(out, "usage: tern [-c FILE] [--dev] COMMAND ...\n\n"
-		     "  serve                      run the mail server in the foreground\n");
+		     "  serve                              run the mail server in the foreground\n");
 	cli_usage(out);
 	fprintf(out, "\n  -c FILE    configuration file (default %s)\n"
 		     "  --dev      development defaults: data in ./var, loopback ports 2525/2587/2465\n",

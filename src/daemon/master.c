@@ -7,6 +7,7 @@
 #include "auth/password.h"
 #include "base/file.h"
 #include "base/log.h"
+#include "base/counter.h"
 #include "base/privs.h"
 #include "daemon/worker.h"
 #include "directory/directory.h"
@@ -24,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -56,6 +58,7 @@ struct master {
 	uid_t uid;
 	gid_t gid;
 	SSL_CTX *ssl_ctx;
+	struct counter_table *auth_failures; /* shared with every session worker */
 	struct child children[MASTER_MAX_CHILDREN];
 	int n_children;
 	int n_workers;
@@ -71,7 +74,11 @@ static const char *kind_name(enum child_kind k)
 
 /* ---- listeners ------------------------------------------------------------------------ */
 
-static int listener_bind(const struct config_listener *l, char *error, size_t cap)
+/* probe: bind only, to check the address (no listen, so no connection is ever queued
+ * on a socket that is closed again).  exclusive: without SO_REUSEPORT, so that another
+ * program, or another tern, on the same port is found at start-up. */
+static int listener_bind(const struct config_listener *l, int probe, int exclusive, char *error,
+			 size_t cap)
 {
 	char host[256];
 	int port;
@@ -105,7 +112,8 @@ static int listener_bind(const struct config_listener *l, char *error, size_t ca
 	}
 	int one = 1;
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+	if (!exclusive)
+		setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
 	if (ss.ss_family == AF_INET6)
 		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
 	if (bind(fd, (struct sockaddr *)&ss, sslen) < 0) {
@@ -122,7 +130,7 @@ static int listener_bind(const struct config_listener *l, char *error, size_t ca
 		close(fd);
 		return -1;
 	}
-	if (listen(fd, 1024) < 0) {
+	if (!probe && listen(fd, 1024) < 0) {
 		snprintf(error, cap, "listener %s: listen: %s", l->name, strerror(errno));
 		close(fd);
 		return -1;
@@ -130,12 +138,14 @@ static int listener_bind(const struct config_listener *l, char *error, size_t ca
 	return fd;
 }
 
-/* Binds one socket per listener for a new session worker.  0 or -1 (logged). */
-static int bind_all(struct master *m, struct worker_listener *out)
+/* Binds one socket per listener for a new session worker (or, with probe, only checks
+ * that they can be bound).  0 or -1 (logged). */
+static int bind_all(struct master *m, struct worker_listener *out, int probe, int exclusive)
 {
 	char error[512];
 	for (int i = 0; i < m->cfg->n_listeners; i++) {
-		out[i].fd = listener_bind(&m->cfg->listeners[i], error, sizeof(error));
+		out[i].fd = listener_bind(&m->cfg->listeners[i], probe, exclusive, error,
+					  sizeof(error));
 		if (out[i].fd < 0) {
 			log_error("master", "event=bind_failed error=\"%s\"", error);
 			while (--i >= 0)
@@ -155,7 +165,7 @@ static int spawn(struct master *m, struct child *c)
 	struct worker_listener ls[CONFIG_MAX_LISTENERS];
 	int n = 0;
 	if (c->kind == CHILD_SESSION) {
-		if (bind_all(m, ls) < 0)
+		if (bind_all(m, ls, 0, 0) < 0)
 			return -1;
 		n = m->cfg->n_listeners;
 	}
@@ -174,7 +184,8 @@ static int spawn(struct master *m, struct child *c)
 		else
 			snprintf(name, sizeof(name), "delivery");
 		worker_child_setup(name, m->uid, m->gid);
-		int rc = c->kind == CHILD_SESSION ? session_worker_run(m->cfg, m->ssl_ctx, ls, n)
+		int rc = c->kind == CHILD_SESSION ? session_worker_run(m->cfg, m->ssl_ctx, ls, n,
+									     m->auth_failures)
 						  : delivery_worker_run(m->cfg);
 		_exit(rc);
 	}
@@ -538,7 +549,7 @@ static void reload(struct master *m)
 	}
 	/* Every listener must be bindable before anything is replaced. */
 	struct worker_listener probe[CONFIG_MAX_LISTENERS];
-	if (bind_all(m, probe) < 0) {
+	if (bind_all(m, probe, 1, 0) < 0) {
 		log_error("master", "event=reload_failed action=kept_old_config");
 		SSL_CTX_free(m->ssl_ctx);
 		config_free(&m->cfg);
@@ -588,6 +599,12 @@ int master_run(const char *config_path, int dev)
 		return 1;
 	}
 	signal(SIGPIPE, SIG_IGN);
+	/* Each connection is a descriptor: allow as many as the hard limit does. */
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
 	/* Signals arrive through a signalfd; children unblock them after fork. */
 	sigset_t mask;
 	sigemptyset(&mask);
@@ -603,6 +620,11 @@ int master_run(const char *config_path, int dev)
 	}
 	if (prepare_data_dir(&m) < 0)
 		return 1;
+	m.auth_failures = counter_table_new_shared(16384);
+	if (m.auth_failures == NULL) {
+		log_error("master", "event=start_failed error=\"cannot map shared memory\"");
+		return 1;
+	}
 	int selfsigned = 0;
 	m.ssl_ctx = load_tls(&m, &selfsigned);
 	if (m.ssl_ctx == NULL)
@@ -615,7 +637,7 @@ int master_run(const char *config_path, int dev)
 	}
 	/* Bind once up front so that a port problem stops us with a clear message. */
 	struct worker_listener probe[CONFIG_MAX_LISTENERS];
-	if (bind_all(&m, probe) < 0) {
+	if (bind_all(&m, probe, 1, 1) < 0) {
 		fprintf(stderr, "tern: cannot start: a listener cannot be bound (see the log)\n");
 		return 1;
 	}

@@ -280,7 +280,8 @@ static void on_terminate(evutil_socket_t sig, short what, void *arg)
 }
 
 int session_worker_run(const struct tern_config *cfg, SSL_CTX *ssl_ctx,
-		       const struct worker_listener *listeners, int n_listeners)
+		       const struct worker_listener *listeners, int n_listeners,
+		       struct counter_table *auth_failures)
 {
 	struct session_worker w;
 	const char *error = NULL;
@@ -308,6 +309,7 @@ int session_worker_run(const struct tern_config *cfg, SSL_CTX *ssl_ctx,
 		.auth_plaintext_loopback = cfg->auth_plaintext_loopback,
 		.auth_max_failures = cfg->auth_max_failures,
 		.auth_failure_window = cfg->auth_failure_window,
+		.auth_failures = auth_failures,
 	};
 	struct smtp_callbacks cb = {
 		.ctx = &w,

@@ -5,6 +5,8 @@
 #include "event/config.h"
 
 #include <openssl/ssl.h>
+
+struct counter_table;
 #include <sys/types.h>
 
 struct worker_listener {
@@ -19,9 +21,10 @@ struct worker_listener {
 void worker_child_setup(const char *name, uid_t uid, gid_t gid);
 
 /* Runs a session worker on the listening sockets until SIGTERM has drained it.
- * Returns the exit status. */
+ * auth_failures is the table shared by all workers.  Returns the exit status. */
 int session_worker_run(const struct tern_config *cfg, SSL_CTX *ssl_ctx,
-		       const struct worker_listener *listeners, int n_listeners);
+		       const struct worker_listener *listeners, int n_listeners,
+		       struct counter_table *auth_failures);
 
 /* Runs the delivery worker until SIGTERM.  Returns the exit status. */
 int delivery_worker_run(const struct tern_config *cfg);

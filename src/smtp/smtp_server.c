@@ -77,6 +77,7 @@ struct smtp_server {
 	int n_sessions;
 	struct counter_table *per_ip;
 	struct counter_table *auth_failures;
+	int own_auth_failures;
 	unsigned long next_sid;
 	int draining;
 	void (*drain_done)(void *arg);
@@ -419,20 +420,22 @@ static int txn_begin_message(struct smtp_session *s, int bdat)
 static void txn_finish_message(struct smtp_session *s)
 {
 	struct smtp_txn *t = &s->txn;
+	if (t->too_big) {
+		reply(s, "552 5.3.4 Message size exceeds fixed maximum message size (%lld bytes)",
+		      s->srv->set.max_message_size);
+		txn_end(s);
+		return;
+	}
 	if (t->dec.bare_lf || t->dec.bare_cr) {
 		reply(s, "550 5.6.0 Message refused: it contains a bare %s; lines must end with CRLF",
 		      t->dec.bare_lf ? "LF" : "CR");
 		txn_end(s);
 		return;
 	}
-	if (t->dec.line_too_long) {
+	/* RFC 5321 4.5.3.1.6 limits text lines; BDAT chunks are counted octets, not lines,
+	 * so long lines there are accepted (as by other servers). */
+	if (t->dec.line_too_long && !t->bdat) {
 		reply(s, "550 5.6.0 Message refused: a line is longer than 1000 octets (RFC 5321 4.5.3.1.6)");
-		txn_end(s);
-		return;
-	}
-	if (t->too_big) {
-		reply(s, "552 5.3.4 Message size exceeds fixed maximum message size (%lld bytes)",
-		      s->srv->set.max_message_size);
 		txn_end(s);
 		return;
 	}
@@ -909,6 +912,10 @@ static void cmd_auth(struct smtp_session *s, const char *arg, size_t len)
 		irlen--;
 	}
 	struct slice mech = { arg, m };
+	if (m == 0) {
+		reply(s, "501 5.5.4 Syntax: AUTH mechanism [initial-response]");
+		return;
+	}
 	if (slice_eq_ci(mech, "PLAIN")) {
 		if (irlen == 0) {
 			s->mode = MODE_AUTH_PLAIN;
@@ -1436,10 +1443,15 @@ struct smtp_server *smtp_server_new(struct event_base *base, const struct smtp_s
 	srv->ssl_ctx = ssl_ctx;
 	srv->cb = *cb;
 	srv->per_ip = counter_table_new(65536);
-	srv->auth_failures = counter_table_new(16384);
+	srv->auth_failures = set->auth_failures;
+	if (srv->auth_failures == NULL) {
+		srv->auth_failures = counter_table_new(16384);
+		srv->own_auth_failures = 1;
+	}
 	if (srv->per_ip == NULL || srv->auth_failures == NULL) {
 		counter_table_free(&srv->per_ip);
-		counter_table_free(&srv->auth_failures);
+		if (srv->own_auth_failures)
+			counter_table_free(&srv->auth_failures);
 		free(srv);
 		return NULL;
 	}
@@ -1516,9 +1528,9 @@ void smtp_server_free(struct smtp_server **srvp)
 	if (busy > 0)
 		return; /* the pending callbacks still use srv; the process is exiting anyway */
 	counter_table_free(&srv->per_ip);
-	counter_table_free(&srv->auth_failures);
+	if (srv->own_auth_failures)
+		counter_table_free(&srv->auth_failures);
 	free(srv);
-	*srvp = NULL;
 }
 
 int smtp_server_session_count(const struct smtp_server *srv)

@@ -15,6 +15,7 @@
 
 struct event_base;
 struct ssl_ctx_st;
+struct counter_table;
 struct smtp_server;
 struct smtp_session;
 
@@ -31,6 +32,9 @@ struct smtp_settings {
 	int auth_plaintext_loopback;
 	int auth_max_failures;
 	int auth_failure_window;
+	/* Failed logins per IP and per account; shared by the workers so that a limit
+	 * holds whichever worker a connection lands on.  NULL: the engine keeps its own. */
+	struct counter_table *auth_failures;
 };
 
 /* What the policy callbacks may read of a session.  Borrowed: valid during the call. */

@@ -360,7 +360,8 @@ def test_commands_are_case_insensitive(tern):
 
 def test_bdat_byte_exact(tern):
     # In BDAT nothing is dot-stuffed: a lone "." line is content.
-    msg = make_message(body="first\r\n.\r\n..\r\nsecond\r\n" + "x" * 3000 + "\r\nend\r\n")
+    msg = make_message(body="first\r\n.\r\n..\r\nsecond\r\n" + ("x" * 900 + "\r\n") * 4 +
+                       "end\r\n")
     cut1 = 100                               # inside a header line
     cut2 = msg.index(b"\r\nsecond") + 1      # between CR and LF
     chunks = [msg[:cut1], msg[cut1:cut2], msg[cut2:]]

@@ -1,0 +1,745 @@
+#!/usr/bin/python3
+"""Helpers for bench/smtp-in.sh (Python 3 standard library only).
+
+Subcommands:
+  freeport                          print a free TCP port on 127.0.0.1
+  dnsquery PORT NAME TYPE           ask the DNS server on 127.0.0.1:PORT, print the answers
+  dnswatch OUT UNBOUND_PORT         count DNS packets on every interface until SIGTERM
+  wait-port PORT SECONDS            wait until 127.0.0.1:PORT accepts connections
+  rss PID                           RSS/PSS of PID and all its descendants (JSON)
+  run ...                           one timed smtp-source run (see cmd_run)
+  idle ...                          N idle connections, RSS before/after (see cmd_idle)
+  report RESULTS.jsonl MD           print the results table and write it as Markdown
+
+Every loop is bounded by a deadline or a count.
+"""
+
+import argparse
+import json
+import os
+import resource
+import selectors
+import signal
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import threading
+import time
+
+
+# ---------------------------------------------------------------- processes
+
+def _proc_table():
+    """{pid: ppid} for every process visible in /proc."""
+    table = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % name, "rb") as f:
+                data = f.read()
+        except OSError:
+            continue
+        # The command name may contain spaces and parentheses: split after the last ')'.
+        rest = data[data.rfind(b")") + 2:].split()
+        try:
+            table[int(name)] = int(rest[1])
+        except (IndexError, ValueError):
+            continue
+    return table
+
+
+def process_tree(root):
+    """root and all its descendants that exist now."""
+    table = _proc_table()
+    if root not in table:
+        return []
+    children = {}
+    for pid, ppid in table.items():
+        children.setdefault(ppid, []).append(pid)
+    out, todo, seen = [], [root], set()
+    while todo and len(seen) < 1000000:
+        pid = todo.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        out.append(pid)
+        todo.extend(children.get(pid, ()))
+    return out
+
+
+def vmrss_kib(pid):
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def pss_kib(pid):
+    try:
+        with open("/proc/%d/smaps_rollup" % pid) as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def comm(pid):
+    try:
+        with open("/proc/%d/comm" % pid) as f:
+            return f.read().strip()
+    except OSError:
+        return "?"
+
+
+def tree_memory(root, with_pss=True):
+    pids = process_tree(root)
+    rss = {p: vmrss_kib(p) for p in pids}
+    out = {"procs": len(pids), "rss_kib": sum(rss.values())}
+    if with_pss:
+        out["pss_kib"] = sum(pss_kib(p) for p in pids)
+    by_name = {}
+    for p in pids:
+        n = comm(p)
+        e = by_name.setdefault(n, [0, 0])
+        e[0] += 1
+        e[1] += rss[p]
+    out["by_name"] = {k: {"procs": v[0], "rss_kib": v[1]} for k, v in sorted(by_name.items())}
+    return out
+
+
+def mem_available_kib():
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1])
+    return 0
+
+
+class RssSampler(threading.Thread):
+    """Samples the summed VmRSS of a process tree every `interval` seconds."""
+
+    def __init__(self, root, interval=0.1):
+        super().__init__(daemon=True)
+        self.root, self.interval = root, interval
+        self.stop_event = threading.Event()
+        self.peak_kib, self.peak_procs, self.samples = 0, 0, 0
+        self.peak_by_proc = {}
+
+    def run(self):
+        pids, last_scan = [], 0.0
+        while not self.stop_event.is_set():
+            now = time.monotonic()
+            if now - last_scan > 0.25 or not pids:
+                pids, last_scan = process_tree(self.root), now
+            total = 0
+            for p in pids:
+                r = vmrss_kib(p)
+                total += r
+                if r > self.peak_by_proc.get(p, (0, ""))[0]:
+                    self.peak_by_proc[p] = (r, comm(p))
+            self.samples += 1
+            self.peak_kib = max(self.peak_kib, total)
+            self.peak_procs = max(self.peak_procs, len(pids))
+            self.stop_event.wait(self.interval)
+
+
+# ---------------------------------------------------------------- small commands
+
+def cmd_freeport(_args):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    print(s.getsockname()[1])
+    s.close()
+
+
+def cmd_wait_port(args):
+    deadline = time.monotonic() + args.seconds
+    for _ in range(int(args.seconds / 0.1) + 10):
+        try:
+            socket.create_connection(("127.0.0.1", args.port), timeout=1).close()
+            return 0
+        except OSError:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+    print("port %d not accepting after %ss" % (args.port, args.seconds), file=sys.stderr)
+    return 1
+
+
+def cmd_rss(args):
+    print(json.dumps(tree_memory(args.pid)))
+
+
+# ---------------------------------------------------------------- DNS
+
+QTYPES = {"A": 1, "MX": 15, "AAAA": 28, "TXT": 16}
+
+
+def _dns_name(data, off, depth=0):
+    labels = []
+    for _ in range(128):
+        n = data[off]
+        if n == 0:
+            return ".".join(labels), off + 1
+        if n & 0xC0 == 0xC0:
+            ptr = struct.unpack("!H", data[off:off + 2])[0] & 0x3FFF
+            if depth > 10:
+                raise ValueError("compression loop")
+            name, _ = _dns_name(data, ptr, depth + 1)
+            labels.append(name)
+            return ".".join(labels), off + 2
+        labels.append(data[off + 1:off + 1 + n].decode("ascii", "replace"))
+        off += 1 + n
+    raise ValueError("name too long")
+
+
+def cmd_dnsquery(args):
+    qtype = QTYPES[args.type.upper()]
+    qid = os.getpid() & 0xFFFF
+    q = struct.pack("!HHHHHH", qid, 0x0100, 1, 0, 0, 0)
+    for label in args.name.rstrip(".").split("."):
+        q += bytes([len(label)]) + label.encode()
+    q += b"\0" + struct.pack("!HH", qtype, 1)
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(3)
+    s.sendto(q, ("127.0.0.1", args.port))
+    data, _ = s.recvfrom(4096)
+    rid, flags, qd, an, _ns, _ar = struct.unpack("!HHHHHH", data[:12])
+    if rid != qid:
+        print("wrong id", file=sys.stderr)
+        return 1
+    off = 12
+    for _ in range(qd):
+        _, off = _dns_name(data, off)
+        off += 4
+    answers = []
+    for _ in range(an):
+        _, off = _dns_name(data, off)
+        rtype, _cls, _ttl, rdlen = struct.unpack("!HHIH", data[off:off + 10])
+        off += 10
+        rdata = data[off:off + rdlen]
+        if rtype == 1:
+            answers.append("A " + socket.inet_ntoa(rdata))
+        elif rtype == 15:
+            pref = struct.unpack("!H", rdata[:2])[0]
+            answers.append("MX %d %s" % (pref, _dns_name(data, off + 2)[0]))
+        else:
+            answers.append("type%d" % rtype)
+        off += rdlen
+    print("rcode=%d %s" % (flags & 0xF, "; ".join(answers)))
+    return 0 if answers else 1
+
+
+# Classic BPF for an AF_PACKET/SOCK_DGRAM socket (data starts at the network header):
+# accept IPv4/IPv6 TCP or UDP packets whose source or destination port is 53 or PORT.
+def _bpf_program(port):
+    LD_H_ABS, LD_B_ABS, LD_H_IND = 0x28, 0x30, 0x48
+    LDX_B_MSH, JEQ_K, JSET_K, RET_K = 0xB1, 0x15, 0x45, 0x06
+    nxt = None
+    prog = [  # (label, code, k, jump-if-true, jump-if-false); None = next instruction
+        (None, LD_H_ABS, -0x1000, nxt, nxt),     # A = skb->protocol (SKF_AD_PROTOCOL)
+        (None, JEQ_K, 0x0800, nxt, "v6"),
+        (None, LD_B_ABS, 9, nxt, nxt),           # IPv4 protocol
+        (None, JEQ_K, 6, "v4ports", nxt),
+        (None, JEQ_K, 17, nxt, "drop"),
+        ("v4ports", LD_H_ABS, 6, nxt, nxt),      # fragment offset: only first fragments
+        (None, JSET_K, 0x1FFF, "drop", nxt),
+        (None, LDX_B_MSH, 0, nxt, nxt),          # X = IPv4 header length
+        (None, LD_H_IND, 0, nxt, nxt),           # source port
+        (None, JEQ_K, 53, "accept", nxt),
+        (None, JEQ_K, port, "accept", nxt),
+        (None, LD_H_IND, 2, nxt, nxt),           # destination port
+        (None, JEQ_K, 53, "accept", nxt),
+        (None, JEQ_K, port, "accept", "drop"),
+        ("v6", JEQ_K, 0x86DD, nxt, "drop"),
+        (None, LD_B_ABS, 6, nxt, nxt),           # IPv6 next header (no extension headers)
+        (None, JEQ_K, 6, "v6ports", nxt),
+        (None, JEQ_K, 17, nxt, "drop"),
+        ("v6ports", LD_H_ABS, 40, nxt, nxt),
+        (None, JEQ_K, 53, "accept", nxt),
+        (None, JEQ_K, port, "accept", nxt),
+        (None, LD_H_ABS, 42, nxt, nxt),
+        (None, JEQ_K, 53, "accept", nxt),
+        (None, JEQ_K, port, "accept", "drop"),
+        ("accept", RET_K, 0x40000, nxt, nxt),
+        ("drop", RET_K, 0, nxt, nxt),
+    ]
+    where = {p[0]: i for i, p in enumerate(prog) if p[0]}
+    out = b""
+    for i, (_label, code, k, jt, jf) in enumerate(prog):
+        jt = 0 if jt is None else where[jt] - i - 1
+        jf = 0 if jf is None else where[jf] - i - 1
+        out += struct.pack("HBBI", code, jt, jf, k & 0xFFFFFFFF)
+    return out, len(prog)
+
+
+def _parse_ports(data, proto):
+    if proto == 0x0800 and len(data) >= 20:
+        ihl = (data[0] & 0xF) * 4
+        l4 = data[9]
+        src, dst = socket.inet_ntoa(data[12:16]), socket.inet_ntoa(data[16:20])
+        sport, dport = struct.unpack("!HH", data[ihl:ihl + 4])
+    elif proto == 0x86DD and len(data) >= 44:
+        l4 = data[6]
+        src = socket.inet_ntop(socket.AF_INET6, data[8:24])
+        dst = socket.inet_ntop(socket.AF_INET6, data[24:40])
+        sport, dport = struct.unpack("!HH", data[40:44])
+    else:
+        return None
+    return {"l4": {6: "tcp", 17: "udp"}.get(l4, str(l4)), "src": src, "sport": sport,
+            "dst": dst, "dport": dport}
+
+
+def cmd_dnswatch(args):
+    """Counts packets to or from port 53 (any interface, any address) and to or from
+    the test unbound's port until SIGTERM; writes JSON to args.out.  Only packets the
+    machine sends (PACKET_OUTGOING) are counted, so loopback packets count once."""
+    ETH_P_ALL, SOL_SOCKET, SO_ATTACH_FILTER, PACKET_OUTGOING = 0x0003, 1, 26, 4
+    prog, n = _bpf_program(args.unbound_port)
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_ALL))
+    import ctypes
+    buf = ctypes.create_string_buffer(prog)
+    fprog = struct.pack("HL", n, ctypes.addressof(buf))
+    s.setsockopt(SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+    s.settimeout(0.5)
+    stop = {"flag": False}
+    signal.signal(signal.SIGTERM, lambda *_: stop.update(flag=True))
+    signal.signal(signal.SIGINT, lambda *_: stop.update(flag=True))
+    res = {"port53_out": 0, "unbound_port_out": 0, "events": [], "selftest": False}
+
+    # Self-test: one datagram to 127.0.0.1:53 (loopback; nothing queries a resolver)
+    # must be seen, else the watcher proves nothing.  It is not counted.
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    probe.bind(("127.0.0.1", 0))
+    probe_port = probe.getsockname()[1]
+    probe.sendto(b"tern-bench-dnswatch-selftest", ("127.0.0.1", 53))
+    probe.close()
+    started = time.monotonic()
+    with open(args.out + ".ready", "w"):
+        pass
+    for _ in range(100000000):
+        if stop["flag"]:
+            break
+        try:
+            data, addr = s.recvfrom(65535)
+        except socket.timeout:
+            continue
+        except InterruptedError:
+            continue
+        if addr[2] != PACKET_OUTGOING:
+            continue
+        p = _parse_ports(data, addr[1])
+        if p is None:
+            continue
+        if p["sport"] == probe_port and p["dport"] == 53 and p["dst"] == "127.0.0.1":
+            res["selftest"] = True
+            continue
+        if p["dport"] == 53 or p["sport"] == 53:
+            res["port53_out"] += 1
+        if p["dport"] == args.unbound_port or p["sport"] == args.unbound_port:
+            res["unbound_port_out"] += 1
+        if len(res["events"]) < 100:
+            p["t"] = round(time.monotonic() - started, 3)
+            p["if"] = addr[0]
+            res["events"].append(p)
+    res["seconds"] = round(time.monotonic() - started, 1)
+    with open(args.out, "w") as f:
+        json.dump(res, f, indent=1)
+    return 0
+
+
+# ---------------------------------------------------------------- timed run
+
+def _count(d):
+    try:
+        return len(os.listdir(d))
+    except FileNotFoundError:
+        return 0
+
+
+def cmd_run(args):
+    """Runs smtp-source against 127.0.0.1:PORT and times from its start until the
+    Maildir new/ directory holds `messages` more files; samples the RSS of the server's
+    process tree meanwhile.  Appends one JSON line to args.results."""
+    newdir = os.path.join(args.maildir, "new")
+    base = _count(newdir)
+    want = base + args.messages
+    sampler = RssSampler(args.root_pid, args.interval)
+    sampler.start()
+    cmd = [args.smtp_source, "-4", "-s", str(args.sessions), "-m", str(args.messages),
+           "-l", str(args.length), "-M", "client.remote.test", "-f", args.sender,
+           "-t", args.rcpt, "127.0.0.1:%d" % args.port]
+    t0 = time.monotonic()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out = {"server": args.name, "sessions": args.sessions, "messages": args.messages,
+           "length": args.length, "round": args.round, "cmd": " ".join(cmd)}
+    deadline = t0 + args.timeout
+    done_at, source_done_at, count = None, None, base
+    for _ in range(int(args.timeout / 0.02) + 100):
+        now = time.monotonic()
+        if source_done_at is None and proc.poll() is not None:
+            source_done_at = now
+        count = _count(newdir)
+        if count >= want:
+            done_at = now
+            break
+        if now > deadline:
+            break
+        if source_done_at is not None and proc.returncode != 0 and now - source_done_at > 30:
+            break          # smtp-source failed: wait 30 s for what it got accepted, then stop
+        time.sleep(0.02)
+    try:
+        stdout, stderr = proc.communicate(timeout=max(1, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        stdout, stderr = proc.communicate()
+    if source_done_at is None:
+        source_done_at = time.monotonic()
+    sampler.stop_event.set()
+    sampler.join(5)
+    # A second look after a pause shows duplicates (more files than messages sent).
+    time.sleep(args.settle)
+    final = _count(newdir)
+    out.update({
+        "ok": done_at is not None and proc.returncode == 0 and final == want,
+        "smtp_source_rc": proc.returncode,
+        "smtp_source_stderr": stderr.decode("utf-8", "replace")[-2000:],
+        "delivered": count - base, "delivered_after_settle": final - base,
+        "seconds": round((done_at or time.monotonic()) - t0, 3),
+        "accept_seconds": round(source_done_at - t0, 3),
+        "peak_rss_kib": sampler.peak_kib, "peak_procs": sampler.peak_procs,
+        "rss_samples": sampler.samples,
+        "peak_rss_by_proc": sorted(((v[1], v[0]) for v in sampler.peak_by_proc.values()),
+                                   key=lambda x: -x[1])[:12],
+    })
+    out["msgs_per_s"] = round(args.messages / out["seconds"], 1) if done_at else 0.0
+    with open(args.results, "a") as f:
+        f.write(json.dumps(out) + "\n")
+    print("%-8s sessions=%-3d %s  %6.1f msg/s  (%.2f s; smtp-source done at %.2f s)  "
+          "delivered=%d/%d  peak RSS %.1f MiB over %d procs" % (
+              args.name, args.sessions, "ok " if out["ok"] else "FAIL", out["msgs_per_s"],
+              out["seconds"], out["accept_seconds"], out["delivered_after_settle"],
+              args.messages, sampler.peak_kib / 1024, sampler.peak_procs))
+    if stderr:
+        sys.stdout.write("  smtp-source stderr: %s\n" % stderr.decode("utf-8", "replace")
+                         .strip().replace("\n", "\n  ")[:1500])
+    return 0 if out["ok"] else 1
+
+
+# ---------------------------------------------------------------- idle connections
+
+def cmd_idle(args):
+    """Opens up to N plaintext connections to 127.0.0.1:PORT, reads each greeting, keeps
+    them all open and idle, and measures the server's process tree before and after."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = args.n + 200
+    if soft < need:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (max(need, soft), max(need, hard)))
+        except (ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+    time.sleep(args.settle)
+    before = tree_memory(args.root_pid)
+    before["mem_available_kib"] = mem_available_kib()
+    sel = selectors.DefaultSelector()
+    established, pending = [], {}
+    failures, greet_errors = {}, {}
+    stop_reason = "reached target"
+    t0 = time.monotonic()
+    deadline = t0 + args.timeout
+    last_progress = t0
+    addr = ("127.0.0.1", args.port)
+
+    def fail(key):
+        failures[key] = failures.get(key, 0) + 1
+
+    for _ in range(10000000):
+        now = time.monotonic()
+        if len(established) >= args.n:
+            break
+        if now > deadline:
+            stop_reason = "deadline of %ds reached" % args.timeout
+            break
+        if now - last_progress > args.stall:
+            stop_reason = "no new connection completed for %ds" % args.stall
+            break
+        if len(established) % 500 == 0 and mem_available_kib() < args.min_mem_mib * 1024:
+            stop_reason = "MemAvailable below %d MiB (safety stop)" % args.min_mem_mib
+            break
+        opening = True
+        while (opening and len(pending) < args.inflight
+               and len(established) + len(pending) < args.n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setblocking(False)
+            err = s.connect_ex(addr)
+            if err not in (0, 115):          # EINPROGRESS
+                fail("connect: " + os.strerror(err))
+                s.close()
+                opening = False
+                break
+            sel.register(s, selectors.EVENT_READ)
+            pending[s] = [time.monotonic(), b""]
+        for key, _ev in sel.select(timeout=0.2):
+            s = key.fileobj
+            try:
+                data = s.recv(512)
+            except OSError as e:
+                data, errname = None, "recv: " + os.strerror(e.errno)
+            if data:
+                pending[s][1] += data
+                buf = pending[s][1]
+                if b"\n" not in buf:
+                    continue
+                line = buf.split(b"\n", 1)[0].decode("latin-1").strip()
+                if line.startswith("220"):
+                    if b"\n220-" in b"\n" + buf and not buf.rstrip().split(b"\n")[-1][3:4] == b" ":
+                        continue       # multi-line greeting not complete yet
+                    sel.unregister(s)
+                    del pending[s]
+                    established.append(s)
+                    last_progress = time.monotonic()
+                    continue
+                greet_errors[line[:80]] = greet_errors.get(line[:80], 0) + 1
+                fail("greeting not 220")
+            else:
+                fail(errname if data is None else "closed before greeting")
+            sel.unregister(s)
+            del pending[s]
+            s.close()
+        now = time.monotonic()
+        for s, (t, _) in list(pending.items()):
+            if now - t > args.greet_timeout:
+                fail("no greeting within %ds" % args.greet_timeout)
+                sel.unregister(s)
+                del pending[s]
+                s.close()
+    open_seconds = time.monotonic() - t0
+    for s in list(pending):
+        sel.unregister(s)
+        s.close()
+    pending.clear()
+
+    # Let the server settle, then check the connections are still open and measure.
+    time.sleep(args.settle)
+    still_open = 0
+    probe = selectors.DefaultSelector()
+    for s in established:
+        probe.register(s, selectors.EVENT_READ)
+    closed = set()
+    for key, _ in probe.select(timeout=0):
+        try:
+            if key.fileobj.recv(512, socket.MSG_PEEK) == b"":
+                closed.add(key.fileobj)
+        except OSError:
+            closed.add(key.fileobj)
+    probe.close()
+    still_open = len(established) - len(closed)
+    after = tree_memory(args.root_pid)
+    after["mem_available_kib"] = mem_available_kib()
+    for s in established:
+        s.close()
+    sel.close()
+    n = max(1, still_open)
+    out = {
+        "server": args.name, "target": args.n, "established": len(established),
+        "still_open_at_measure": still_open, "stop_reason": stop_reason,
+        "failures": failures, "greeting_errors": greet_errors,
+        "open_seconds": round(open_seconds, 1), "client_nofile": soft,
+        "before": before, "after": after,
+        "kib_per_conn_rss": round((after["rss_kib"] - before["rss_kib"]) / n, 2),
+        "kib_per_conn_pss": round((after["pss_kib"] - before["pss_kib"]) / n, 2),
+        "kib_per_conn_memavail": round(
+            (before["mem_available_kib"] - after["mem_available_kib"]) / n, 2),
+    }
+    with open(args.results, "a") as f:
+        f.write(json.dumps(dict(out, kind="idle")) + "\n")
+    print("%-8s idle: %d/%d connections open (%s, %.1f s to open); RSS %0.1f -> %0.1f MiB "
+          "(%d -> %d procs) = %.2f KiB/conn RSS, %.2f KiB/conn PSS, %.2f KiB/conn "
+          "MemAvailable" % (
+              args.name, still_open, args.n, stop_reason, open_seconds,
+              before["rss_kib"] / 1024, after["rss_kib"] / 1024, before["procs"],
+              after["procs"], out["kib_per_conn_rss"], out["kib_per_conn_pss"],
+              out["kib_per_conn_memavail"]))
+    if failures:
+        print("  failures: %s %s" % (failures, greet_errors or ""))
+    return 0
+
+
+# ---------------------------------------------------------------- report
+
+def _mib(kib):
+    return "%.1f MiB" % (kib / 1024.0)
+
+
+def cmd_report(args):
+    runs, idle = [], {}
+    with open(args.results) as f:
+        for line in f:
+            r = json.loads(line)
+            if r.get("kind") == "idle":
+                idle[r["server"]] = r
+            else:
+                runs.append(r)
+    sessions = sorted({r["sessions"] for r in runs})
+    lines = []
+    lines.append("| workload | tern msg/s | Postfix msg/s | tern / Postfix | tern peak RSS |"
+                 " Postfix peak RSS |")
+    lines.append("|---|---:|---:|---:|---:|---:|")
+    summary = {}
+    for s in sessions:
+        cell = {}
+        for name in ("tern", "postfix"):
+            rs = [r for r in runs if r["sessions"] == s and r["server"] == name]
+            if not rs:
+                cell[name] = None
+                continue
+            rates = [r["msgs_per_s"] for r in rs]
+            cell[name] = {
+                "median": statistics.median(rates), "min": min(rates), "max": max(rates),
+                "n": len(rates), "fails": sum(1 for r in rs if not r["ok"]),
+                "peak": max(r["peak_rss_kib"] for r in rs),
+                "procs": max(r["peak_procs"] for r in rs),
+                "messages": rs[0]["messages"], "length": rs[0]["length"],
+            }
+        summary[s] = cell
+
+        def fmt(c):
+            if c is None:
+                return "-"
+            txt = "%.0f" % c["median"]
+            if c["n"] > 1:
+                txt += " (%.0f-%.0f)" % (c["min"], c["max"])
+            if c["fails"]:
+                txt += " **%d failed**" % c["fails"]
+            return txt
+
+        t, p = cell.get("tern"), cell.get("postfix")
+        ratio = "%.2fx" % (t["median"] / p["median"]) if t and p and p["median"] else "-"
+        m = (t or p)
+        lines.append("| smtp-source -s %d, %d x %d B | %s | %s | %s | %s | %s |" % (
+            s, m["messages"], m["length"], fmt(t), fmt(p), ratio,
+            _mib(t["peak"]) + " (%d procs)" % t["procs"] if t else "-",
+            _mib(p["peak"]) + " (%d procs)" % p["procs"] if p else "-"))
+    t, p = idle.get("tern"), idle.get("postfix")
+    if t or p:
+        def icell(r):
+            if r is None:
+                return "-"
+            txt = "%.1f KiB/conn" % r["kib_per_conn_rss"]
+            if r["still_open_at_measure"] < r["target"]:
+                txt += " (only %d of %d open: %s)" % (r["still_open_at_measure"], r["target"],
+                                                     r["stop_reason"])
+            return txt
+
+        ratio = "-"
+        if t and p and p["kib_per_conn_rss"] > 0:
+            ratio = "%.3fx" % (t["kib_per_conn_rss"] / p["kib_per_conn_rss"])
+        lines.append("| %d idle plaintext connections, RSS sum per connection | %s | %s | %s"
+                     " | %s | %s |" % (
+                         (t or p)["target"], icell(t), icell(p), ratio,
+                         _mib(t["after"]["rss_kib"]) + " (%d procs)" % t["after"]["procs"]
+                         if t else "-",
+                         _mib(p["after"]["rss_kib"]) + " (%d procs)" % p["after"]["procs"]
+                         if p else "-"))
+        if t and p:
+            lines.append("| same, PSS sum per connection (shared pages split) | %.1f KiB | "
+                         "%.1f KiB | %.3fx | %s | %s |" % (
+                             t["kib_per_conn_pss"], p["kib_per_conn_pss"],
+                             t["kib_per_conn_pss"] / p["kib_per_conn_pss"]
+                             if p["kib_per_conn_pss"] else 0,
+                             _mib(t["after"]["pss_kib"]) + " PSS",
+                             _mib(p["after"]["pss_kib"]) + " PSS"))
+            lines.append("| same, drop in MemAvailable per connection (incl. kernel) |"
+                         " %.1f KiB | %.1f KiB | - | - | - |" % (
+                             t["kib_per_conn_memavail"], p["kib_per_conn_memavail"]))
+    lines.append("")
+    lines.append("Messages/s: median over rounds (min-max in parentheses), from the start of "
+                 "smtp-source until the last message is a file in Maildir new/. Peak RSS: "
+                 "highest sum of VmRSS over all the server's processes, sampled every "
+                 "0.1 s. Idle: (RSS after - RSS before) / open connections.")
+    goals = []
+    for s, need in ((50, 2.0), (10, 1.5)):
+        c = summary.get(s, {})
+        if c.get("tern") and c.get("postfix") and c["postfix"]["median"]:
+            r = c["tern"]["median"] / c["postfix"]["median"]
+            goals.append("- %d sessions: tern/Postfix = %.2fx, goal >= %.1fx: **%s**" % (
+                s, r, need, "met" if r >= need else "NOT met"))
+    if t:
+        ok = t["kib_per_conn_rss"] <= 16 and t["still_open_at_measure"] >= t["target"]
+        goals.append("- idle: tern %.2f KiB per connection (%d open), goal <= 16 KiB: **%s**"
+                     % (t["kib_per_conn_rss"], t["still_open_at_measure"],
+                        "met" if ok else "NOT met"))
+    text = "\n".join(lines + ["", "Goals (issue 2):"] + goals) + "\n"
+    print(text)
+    with open(args.md, "w") as f:
+        f.write(text)
+    return 0
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("freeport")
+    p = sub.add_parser("wait-port")
+    p.add_argument("port", type=int)
+    p.add_argument("seconds", type=float)
+    p = sub.add_parser("rss")
+    p.add_argument("pid", type=int)
+    p = sub.add_parser("dnsquery")
+    p.add_argument("port", type=int)
+    p.add_argument("name")
+    p.add_argument("type")
+    p = sub.add_parser("dnswatch")
+    p.add_argument("out")
+    p.add_argument("unbound_port", type=int)
+    p = sub.add_parser("run")
+    p.add_argument("--name", required=True)
+    p.add_argument("--root-pid", type=int, required=True)
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--maildir", required=True)
+    p.add_argument("--sessions", type=int, required=True)
+    p.add_argument("--messages", type=int, default=2000)
+    p.add_argument("--length", type=int, default=4096)
+    p.add_argument("--sender", default="sender@remote.test")
+    p.add_argument("--rcpt", default="demo@example.test")
+    p.add_argument("--smtp-source", default="/usr/sbin/smtp-source")
+    p.add_argument("--timeout", type=float, default=300)
+    p.add_argument("--interval", type=float, default=0.1)
+    p.add_argument("--settle", type=float, default=1.0)
+    p.add_argument("--round", type=int, default=1)
+    p.add_argument("--results", required=True)
+    p = sub.add_parser("idle")
+    p.add_argument("--name", required=True)
+    p.add_argument("--root-pid", type=int, required=True)
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--n", type=int, default=10000)
+    p.add_argument("--inflight", type=int, default=200)
+    p.add_argument("--timeout", type=int, default=240)
+    p.add_argument("--stall", type=int, default=30)
+    p.add_argument("--greet-timeout", type=int, default=60)
+    p.add_argument("--settle", type=float, default=3.0)
+    p.add_argument("--min-mem-mib", type=int, default=2048)
+    p.add_argument("--results", required=True)
+    p = sub.add_parser("report")
+    p.add_argument("results")
+    p.add_argument("md")
+    args = ap.parse_args()
+    fn = {"freeport": cmd_freeport, "wait-port": cmd_wait_port, "rss": cmd_rss,
+          "dnsquery": cmd_dnsquery, "dnswatch": cmd_dnswatch, "run": cmd_run,
+          "idle": cmd_idle, "report": cmd_report}[args.cmd]
+    sys.exit(fn(args) or 0)
+
+
+if __name__ == "__main__":
+    main()
