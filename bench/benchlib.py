@@ -175,6 +175,10 @@ def cmd_wait_port(args):
     return 1
 
 
+def cmd_pids(args):
+    print("\n".join(str(p) for p in process_tree(args.pid)))
+
+
 def cmd_rss(args):
     print(json.dumps(tree_memory(args.pid)))
 
@@ -459,6 +463,7 @@ def cmd_idle(args):
     t0 = time.monotonic()
     deadline = t0 + args.timeout
     last_progress = t0
+    last_mem_check = 0.0
     addr = ("127.0.0.1", args.port)
 
     def fail(key):
@@ -474,9 +479,12 @@ def cmd_idle(args):
         if now - last_progress > args.stall:
             stop_reason = "no new connection completed for %ds" % args.stall
             break
-        if len(established) % 500 == 0 and mem_available_kib() < args.min_mem_mib * 1024:
-            stop_reason = "MemAvailable below %d MiB (safety stop)" % args.min_mem_mib
-            break
+        if now - last_mem_check > 0.5:
+            last_mem_check = now
+            if mem_available_kib() < args.min_mem_mib * 1024:
+                stop_reason = ("the machine's MemAvailable fell below %d MiB (safety stop)"
+                               % args.min_mem_mib)
+                break
         opening = True
         while (opening and len(pending) < args.inflight
                and len(established) + len(pending) < args.n):
@@ -501,10 +509,12 @@ def cmd_idle(args):
                 buf = pending[s][1]
                 if b"\n" not in buf:
                     continue
-                line = buf.split(b"\n", 1)[0].decode("latin-1").strip()
+                lines = buf.split(b"\n")[:-1]           # complete lines only
+                final = [l for l in lines if l[3:4] != b"-"]
+                if not final:
+                    continue                             # multi-line greeting goes on
+                line = final[0].decode("latin-1").strip()
                 if line.startswith("220"):
-                    if b"\n220-" in b"\n" + buf and not buf.rstrip().split(b"\n")[-1][3:4] == b" ":
-                        continue       # multi-line greeting not complete yet
                     sel.unregister(s)
                     del pending[s]
                     established.append(s)
@@ -644,7 +654,7 @@ def cmd_report(args):
 
         ratio = "-"
         if t and p and p["kib_per_conn_rss"] > 0:
-            ratio = "%.3fx" % (t["kib_per_conn_rss"] / p["kib_per_conn_rss"])
+            ratio = "%.4fx" % (t["kib_per_conn_rss"] / p["kib_per_conn_rss"])
         lines.append("| %d idle plaintext connections, RSS sum per connection | %s | %s | %s"
                      " | %s | %s |" % (
                          (t or p)["target"], icell(t), icell(p), ratio,
@@ -654,15 +664,12 @@ def cmd_report(args):
                          if p else "-"))
         if t and p:
             lines.append("| same, PSS sum per connection (shared pages split) | %.1f KiB | "
-                         "%.1f KiB | %.3fx | %s | %s |" % (
+                         "%.1f KiB | %.4fx | %s | %s |" % (
                              t["kib_per_conn_pss"], p["kib_per_conn_pss"],
                              t["kib_per_conn_pss"] / p["kib_per_conn_pss"]
                              if p["kib_per_conn_pss"] else 0,
                              _mib(t["after"]["pss_kib"]) + " PSS",
                              _mib(p["after"]["pss_kib"]) + " PSS"))
-            lines.append("| same, drop in MemAvailable per connection (incl. kernel) |"
-                         " %.1f KiB | %.1f KiB | - | - | - |" % (
-                             t["kib_per_conn_memavail"], p["kib_per_conn_memavail"]))
     lines.append("")
     lines.append("Messages/s: median over rounds (min-max in parentheses), from the start of "
                  "smtp-source until the last message is a file in Maildir new/. Peak RSS: "
@@ -694,6 +701,8 @@ def main():
     p = sub.add_parser("wait-port")
     p.add_argument("port", type=int)
     p.add_argument("seconds", type=float)
+    p = sub.add_parser("pids")
+    p.add_argument("pid", type=int)
     p = sub.add_parser("rss")
     p.add_argument("pid", type=int)
     p = sub.add_parser("dnsquery")
@@ -729,13 +738,13 @@ def main():
     p.add_argument("--stall", type=int, default=30)
     p.add_argument("--greet-timeout", type=int, default=60)
     p.add_argument("--settle", type=float, default=3.0)
-    p.add_argument("--min-mem-mib", type=int, default=2048)
+    p.add_argument("--min-mem-mib", type=int, default=4096)
     p.add_argument("--results", required=True)
     p = sub.add_parser("report")
     p.add_argument("results")
     p.add_argument("md")
     args = ap.parse_args()
-    fn = {"freeport": cmd_freeport, "wait-port": cmd_wait_port, "rss": cmd_rss,
+    fn = {"freeport": cmd_freeport, "wait-port": cmd_wait_port, "rss": cmd_rss, "pids": cmd_pids,
           "dnsquery": cmd_dnsquery, "dnswatch": cmd_dnswatch, "run": cmd_run,
           "idle": cmd_idle, "report": cmd_report}[args.cmd]
     sys.exit(fn(args) or 0)

@@ -559,17 +559,19 @@ static void reload(struct master *m)
 	}
 	for (int i = 0; i < m->cfg->n_listeners; i++)
 		close(probe[i].fd);
-	for (int i = 0; i < m->n_children; i++) {
-		struct child *c = &m->children[i];
-		c->retiring = 1;
-		if (c->pid != 0)
-			kill(c->pid, SIGTERM);
-	}
-	/* Retired children that were not running go now. */
-	for (int i = m->n_children - 1; i >= 0; i--)
+	/* The new generation listens before the old one stops: no connection is refused. */
+	for (int i = m->n_children - 1; i >= 0; i--) {
+		m->children[i].retiring = 1;
 		if (m->children[i].pid == 0)
 			child_remove(m, &m->children[i]);
+	}
+	int old_count = m->n_children;
 	start_generation(m);
+	for (int i = 0; i < old_count; i++) {
+		struct child *c = &m->children[i];
+		if (c->retiring && c->pid != 0)
+			kill(c->pid, c->kind == CHILD_SESSION ? SIGUSR2 : SIGTERM);
+	}
 	config_free(&old);
 	SSL_CTX_free(old_ctx);
 	log_info("master", "event=reloaded workers=%d", m->n_workers);

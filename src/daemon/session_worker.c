@@ -21,7 +21,8 @@
 #include <unistd.h>
 
 #define WORKER_POOL_THREADS 4
-#define WORKER_DRAIN_SECONDS 30
+#define WORKER_DRAIN_SECONDS 30           /* shutdown: transactions get this long */
+#define WORKER_GRACEFUL_SECONDS 120       /* reload: sessions get this long, then shutdown */
 
 struct session_worker {
 	const struct tern_config *cfg;
@@ -30,8 +31,8 @@ struct session_worker {
 	struct directory *dir;
 	struct smtp_server *smtp;
 	char queue_dir[4096];
-	struct event *ev_term, *ev_int, *ev_drain_timeout;
-	int draining;
+	struct event *ev_term, *ev_int, *ev_usr2, *ev_drain_timeout;
+	int draining; /* 1 graceful (reload), 2 shutdown */
 };
 
 void worker_child_setup(const char *name, uid_t uid, gid_t gid)
@@ -259,24 +260,39 @@ static void on_drained(void *arg)
 	event_base_loopexit(w->base, NULL);
 }
 
+static void drain(struct session_worker *w, int graceful);
+
 static void on_drain_timeout(evutil_socket_t fd, short what, void *arg)
 {
 	struct session_worker *w = arg;
+	if (w->draining == 1) {
+		drain(w, 0);
+		return;
+	}
 	log_warn("worker", "event=drain_timeout sessions=%d", smtp_server_session_count(w->smtp));
 	event_base_loopexit(w->base, NULL);
 }
 
-static void on_terminate(evutil_socket_t sig, short what, void *arg)
+static void drain(struct session_worker *w, int graceful)
 {
-	struct session_worker *w = arg;
-	if (w->draining)
+	int mode = graceful ? 1 : 2;
+	if (w->draining >= mode)
 		return;
-	w->draining = 1;
-	log_info("worker", "event=draining sessions=%d", smtp_server_session_count(w->smtp));
-	struct timeval tv = { WORKER_DRAIN_SECONDS, 0 };
-	w->ev_drain_timeout = evtimer_new(w->base, on_drain_timeout, w);
+	w->draining = mode;
+	log_info("worker", "event=draining mode=%s sessions=%d", graceful ? "graceful" : "shutdown",
+		 smtp_server_session_count(w->smtp));
+	struct timeval tv = { graceful ? WORKER_GRACEFUL_SECONDS : WORKER_DRAIN_SECONDS, 0 };
+	if (w->ev_drain_timeout == NULL)
+		w->ev_drain_timeout = evtimer_new(w->base, on_drain_timeout, w);
 	evtimer_add(w->ev_drain_timeout, &tv);
-	smtp_server_drain(w->smtp, on_drained, w);
+	smtp_server_drain(w->smtp, graceful, on_drained, w);
+}
+
+/* SIGTERM: shut down.  SIGUSR2 (from the master on reload): stop accepting and let the
+ * sessions finish. */
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+	drain(arg, sig == SIGUSR2);
 }
 
 int session_worker_run(const struct tern_config *cfg, SSL_CTX *ssl_ctx,
@@ -333,10 +349,12 @@ int session_worker_run(const struct tern_config *cfg, SSL_CTX *ssl_ctx,
 			log_fatal("worker", "event=start_failed error=\"cannot listen on %s\"",
 				  listeners[i].name);
 	}
-	w.ev_term = evsignal_new(w.base, SIGTERM, on_terminate, &w);
-	w.ev_int = evsignal_new(w.base, SIGINT, on_terminate, &w);
+	w.ev_term = evsignal_new(w.base, SIGTERM, on_signal, &w);
+	w.ev_int = evsignal_new(w.base, SIGINT, on_signal, &w);
+	w.ev_usr2 = evsignal_new(w.base, SIGUSR2, on_signal, &w);
 	evsignal_add(w.ev_term, NULL);
 	evsignal_add(w.ev_int, NULL);
+	evsignal_add(w.ev_usr2, NULL);
 
 	event_base_dispatch(w.base);
 

@@ -80,6 +80,7 @@ struct smtp_server {
 	int own_auth_failures;
 	unsigned long next_sid;
 	int draining;
+	int drain_graceful;
 	void (*drain_done)(void *arg);
 	void *drain_arg;
 	char scratch[SMTP_SCRATCH];
@@ -153,6 +154,7 @@ struct smtp_cmd {
 static void session_process(struct smtp_session *s);
 static void session_free(struct smtp_session *s);
 static void session_start_tls(struct smtp_session *s);
+static void bdat_chunk_done(struct smtp_session *s);
 static void session_event_cb(struct bufferevent *bev, short what, void *arg);
 
 /* ---- logging and replies ---------------------------------------------------------- */
@@ -707,12 +709,16 @@ static void cmd_bdat(struct smtp_session *s, const char *arg, size_t len)
 	struct smtp_txn *t = &s->txn;
 	if (!(s->state & ST_RCPT) || t->failed || (t->msg == NULL && t->n_targets == 0)) {
 		s->bdat_discard = 1;
+		if (s->bdat_remaining == 0)
+			bdat_chunk_done(s);
 		return;
 	}
 	if (t->msg == NULL && txn_begin_message(s, 1) < 0) {
 		s->bdat_discard = 1;
 		t->write_failed = 1;
 	}
+	if (s->bdat_remaining == 0)
+		bdat_chunk_done(s); /* "BDAT 0 LAST": no bytes will come to trigger it */
 }
 
 /* A BDAT chunk has been read in full. */
@@ -1055,7 +1061,8 @@ static int session_can_work(struct smtp_session *s)
 
 static void session_drain_check(struct smtp_session *s)
 {
-	if (s->srv->draining && !s->closing && !s->busy && s->mode == MODE_COMMAND &&
+	if (s->srv->draining && !s->srv->drain_graceful && !s->closing && !s->busy &&
+	    s->mode == MODE_COMMAND &&
 	    !(s->state & (ST_MAIL | ST_RCPT))) {
 		reply(s, "421 4.3.2 %s Service shutting down, closing connection", s->srv->hostname);
 		session_close_after_reply(s, "shutdown");
@@ -1330,10 +1337,6 @@ static void listener_accept_cb(struct evconnlistener *evl, evutil_socket_t fd,
 		inet_ntop(AF_INET6, &((struct sockaddr_in6 *)sa)->sin6_addr, addr, sizeof(addr));
 	char key[COUNTER_KEY_MAX];
 	snprintf(key, sizeof(key), "conn:%s", addr);
-	if (srv->draining) {
-		refuse_connection(fd, "421 4.3.2 Service shutting down\r\n");
-		return;
-	}
 	if (srv->n_sessions >= srv->set.max_connections) {
 		log_warn("smtp", "event=refused ip=%s reason=max_connections", addr);
 		refuse_connection(fd, "421 4.3.2 Too many connections, try again later\r\n");
@@ -1477,22 +1480,36 @@ int smtp_server_listen(struct smtp_server *srv, int fd, enum smtp_role role, con
 	return 0;
 }
 
-static void close_listeners(struct smtp_server *srv)
+/* Closes the listening sockets; with take_pending, the connections the kernel has
+ * already queued on them are accepted first (closing would reset them). */
+static void close_listeners(struct smtp_server *srv, int take_pending)
 {
 	while (srv->listeners) {
 		struct smtp_listener *l = srv->listeners;
 		srv->listeners = l->next;
+		evconnlistener_disable(l->evl);
+		for (int i = 0; take_pending && i < 10000; i++) {
+			struct sockaddr_storage ss;
+			socklen_t sslen = sizeof(ss);
+			int fd = accept4(evconnlistener_get_fd(l->evl), (struct sockaddr *)&ss, &sslen,
+					 SOCK_NONBLOCK | SOCK_CLOEXEC);
+			if (fd < 0)
+				break;
+			listener_accept_cb(l->evl, fd, (struct sockaddr *)&ss, (int)sslen, l);
+		}
 		evconnlistener_free(l->evl);
 		free(l);
 	}
 }
 
-void smtp_server_drain(struct smtp_server *srv, void (*on_done)(void *arg), void *arg)
+void smtp_server_drain(struct smtp_server *srv, int graceful, void (*on_done)(void *arg),
+		       void *arg)
 {
 	srv->draining = 1;
+	srv->drain_graceful = graceful;
 	srv->drain_done = on_done;
 	srv->drain_arg = arg;
-	close_listeners(srv);
+	close_listeners(srv, 1);
 	struct smtp_session *s = srv->sessions, *next;
 	for (; s != NULL; s = next) {
 		next = s->next;
@@ -1512,7 +1529,7 @@ void smtp_server_free(struct smtp_server **srvp)
 	struct smtp_server *srv = *srvp;
 	if (srv == NULL)
 		return;
-	close_listeners(srv);
+	close_listeners(srv, 0);
 	srv->drain_done = NULL;
 	int busy = 0;
 	struct smtp_session *s = srv->sessions, *next;

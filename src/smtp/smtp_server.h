@@ -109,10 +109,13 @@ struct smtp_server *smtp_server_new(struct event_base *base, const struct smtp_s
 /* Accepts connections on an already listening socket fd for role; name is the
  * listener's name for the logs.  0 or -1. */
 int smtp_server_listen(struct smtp_server *srv, int fd, enum smtp_role role, const char *name);
-/* Stops accepting, says 421 to sessions that are between transactions and closes them;
- * sessions inside a transaction finish it first.  on_done is called (from the loop)
- * once no session is left. */
-void smtp_server_drain(struct smtp_server *srv, void (*on_done)(void *arg), void *arg);
+/* Stops accepting (connections already queued on the listeners are still taken) and
+ * calls on_done (from the loop) once no session is left.  graceful (a reload): sessions
+ * go on until the client quits.  Otherwise (shutdown): sessions between transactions
+ * get 421 and are closed; one inside a transaction finishes it first.  May be called
+ * again to turn a graceful drain into a shutdown. */
+void smtp_server_drain(struct smtp_server *srv, int graceful, void (*on_done)(void *arg),
+		       void *arg);
 /* Closes every session at once (for a hard stop after the drain timeout). */
 void smtp_server_free(struct smtp_server **srv);
 int smtp_server_session_count(const struct smtp_server *srv);

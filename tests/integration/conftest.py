@@ -623,12 +623,13 @@ class Tern:
                     del live[k]
         return {k: p for k, p in live.items() if os.path.exists("/proc/%d" % p)}
 
-    def wait_workers(self, kind, count, timeout=None, exclude=()):
+    def wait_workers(self, kind, count, timeout=None, exclude=(), interval=0.05):
         def ok():
             pids = self.worker_pids(kind)
             good = [p for p in pids.values() if p not in exclude]
             return pids if len(good) >= count else None
-        return wait_for(ok, timeout or T(10), what="%d %s worker(s) in the log" % (count, kind))
+        return wait_for(ok, timeout or T(10), interval=interval,
+                        what="%d %s worker(s) in the log" % (count, kind))
 
     def unexpected_worker_exits(self, start):
         """worker_exited lines logged since byte offset `start`, except for workers the

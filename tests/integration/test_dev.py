@@ -83,7 +83,11 @@ class DevServer:
 
 
 def find_password(text):
-    """The last password-looking token on a line that mentions a password."""
+    """The value after "password ...:" or, failing that, the last password-looking token
+    on a line that mentions a password."""
+    m = re.search(r"(?im)password[^:\n]*:\s*(\S{6,})\s*$", text)
+    if m:
+        return m.group(1)
     for line in text.splitlines():
         if "password" not in line.lower():
             continue

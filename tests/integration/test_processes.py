@@ -116,13 +116,16 @@ def assert_queue_drained(t, tag, timeout):
     wait_for(drained, timeout, interval=0.2, what="queue/ empty of %s messages" % tag)
 
 
-def session_pid_for(t, local_port):
+def session_pid_for(t, local_port, log_offset):
+    """The session worker serving our connection: the connect line naming our port, or
+    else the only connect logged since we connected (nothing else is connecting)."""
     def find():
-        for ev in t.events("connect"):
-            raw = ev["_raw"]
-            if re.search(r"[:=]%d\b" % local_port, raw):
+        evs = t.events("connect", start=log_offset)
+        for ev in evs:
+            if re.search(r"[:=]%d\b" % local_port, ev["_raw"]):
                 return ev["_pid"]
-        return None
+        smtp = [ev for ev in evs if ev.get("role", "smtp") == "smtp"]
+        return smtp[0]["_pid"] if len(smtp) == 1 else None
     try:
         return wait_for(find, T(3), what="the connect line of port %d" % local_port)
     except AssertionError:
@@ -160,6 +163,8 @@ def test_kill_session_worker_mid_data(make_tern):
     accepted = send_batch(t, tag, 6, conns=3)
     assert len(accepted) == 6
 
+    time.sleep(0.2)
+    offset = t.log_size()
     c = t.raw("smtp")
     c.ehlo()
     assert c.cmd("MAIL FROM:<x@y.test>").code == 250
@@ -170,8 +175,9 @@ def test_kill_session_worker_mid_data(make_tern):
            b"half of the body\r\n" * 100)
     time.sleep(0.2)
 
-    pid = session_pid_for(t, c.local_port)
+    pid = session_pid_for(t, c.local_port, offset)
     victims = [pid] if pid else list(t.worker_pids("session").values())
+    survivors = [p for p in t.worker_pids("session").values() if p not in victims]
     assert victims, "no session worker pid in the log"
     for v in victims:
         t.killed_pids.add(v)
@@ -185,6 +191,8 @@ def test_kill_session_worker_mid_data(make_tern):
     with RawSMTP(t.smtp_port) as probe:
         assert probe.greeting.code == 220
 
+    for p in survivors:  # the other worker was left alone
+        assert os.path.exists("/proc/%d" % p), "worker %d died with its neighbour" % p
     more = send_batch(t, tag, 6, conns=3, start=100)
     assert len(more) == 6
     assert_exactly_once(t, tag, accepted + more, T(20))
@@ -218,9 +226,11 @@ def test_kill_delivery_worker_mid_delivery(make_tern):
     accepted = send_batch(t, tag, n, conns=6, progress=progress)
     assert len(accepted) == n
     # And once more at once after the sends, whoever the master started meanwhile.
-    t.wait_workers("delivery", 1, exclude=kills)
+    t.wait_workers("delivery", 1, exclude=kills, interval=0.01)
+    backlog = len(t.queue_files())
     kill_delivery()
     assert len(kills) >= 2, kills
+    assert backlog > 0, "test setup: the queue was already empty, nothing was mid-delivery"
 
     assert_exactly_once(t, tag, accepted, T(90))
     assert_queue_drained(t, tag, T(20))
