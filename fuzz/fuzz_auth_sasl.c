@@ -9,12 +9,13 @@
 #include "auth/sasl.h"
 #include "msg/base64.h"
 
-#define CHECK(cond)                                                                                \
-	do {                                                                                       \
-		if (!(cond)) {                                                                     \
-			fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);   \
-			abort();                                                                   \
-		}                                                                                  \
+#define CHECK(cond)                                                                  \
+	do {                                                                         \
+		if (!(cond)) {                                                       \
+			fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, \
+				#cond);                                              \
+			abort();                                                     \
+		}                                                                    \
 	} while (0)
 
 static void check_reencodes(const unsigned char *raw, size_t n, const char *in, size_t len)

@@ -10,12 +10,13 @@
 
 #include "msg/dotstuff.h"
 
-#define CHECK(cond)                                                                                \
-	do {                                                                                       \
-		if (!(cond)) {                                                                     \
-			fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);   \
-			abort();                                                                   \
-		}                                                                                  \
+#define CHECK(cond)                                                                  \
+	do {                                                                         \
+		if (!(cond)) {                                                       \
+			fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, \
+				#cond);                                              \
+			abort();                                                     \
+		}                                                                    \
 	} while (0)
 
 struct run {
@@ -27,7 +28,7 @@ struct run {
 };
 
 static void run_feed(struct run *r, const char *in, size_t len, enum data_mode mode, size_t limit,
-                     const uint8_t splits[4])
+		     const uint8_t splits[4])
 {
 	size_t off = 0;
 	int k = 0;
@@ -48,8 +49,8 @@ static void run_feed(struct run *r, const char *in, size_t len, enum data_mode m
 		CHECK(chunk != NULL);
 		memcpy(chunk, in + off, piece);
 		size_t used = 99, n = 99;
-		enum data_status st =
-		    data_decoder_feed(&r->d, chunk, piece, r->out + r->out_len, &used, &n);
+		enum data_status st = data_decoder_feed(&r->d, chunk, piece, r->out + r->out_len,
+							&used, &n);
 		free(chunk);
 		CHECK(used <= piece);
 		CHECK(n <= piece);
@@ -83,7 +84,7 @@ static size_t ref_end(const char *s, size_t len)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	static const size_t limits[4] = {1000, 0, 5, 1};
+	static const size_t limits[4] = { 1000, 0, 5, 1 };
 
 	if (size < 5)
 		return 0;

@@ -10,12 +10,13 @@
 
 #include "smtp/smtp_parse.h"
 
-#define CHECK(cond)                                                                                \
-	do {                                                                                       \
-		if (!(cond)) {                                                                     \
-			fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);   \
-			abort();                                                                   \
-		}                                                                                  \
+#define CHECK(cond)                                                                  \
+	do {                                                                         \
+		if (!(cond)) {                                                       \
+			fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, \
+				#cond);                                              \
+			abort();                                                     \
+		}                                                                    \
 	} while (0)
 
 static int is_printable(const char *s)
@@ -115,8 +116,8 @@ static void fuzz_stream(const char *in, size_t len, size_t limit, size_t piece, 
 		for (;;) {
 			const char *line;
 			size_t line_len, used;
-			enum smtp_line_status st =
-			    smtp_line_reader_next(&r, buf, have, &line, &line_len, &used);
+			enum smtp_line_status st = smtp_line_reader_next(&r, buf, have, &line,
+									 &line_len, &used);
 			CHECK(used <= have);
 			if (st == SMTP_LINE_OK || st == SMTP_LINE_BARE_LF) {
 				CHECK(line >= buf && line + line_len < buf + used);
@@ -141,7 +142,7 @@ static void fuzz_stream(const char *in, size_t len, size_t limit, size_t piece, 
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	static const size_t limits[4] = {SMTP_LINE_MAX, 16, 3, 2048};
+	static const size_t limits[4] = { SMTP_LINE_MAX, 16, 3, 2048 };
 
 	if (size < 1)
 		return 0;

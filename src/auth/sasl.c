@@ -18,7 +18,7 @@ static int sasl_is_empty_response(const char *b64, size_t len)
 }
 
 int sasl_plain_decode(const char *b64, size_t len, char *authzid, char *authcid, char *passwd,
-                      const char **error_r)
+		      const char **error_r)
 {
 	unsigned char msg[SASL_DECODE_ROOM(SASL_PLAIN_MAX)];
 	size_t n = 0;

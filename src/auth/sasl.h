@@ -15,7 +15,7 @@
  * NUL-terminated on success and "" on failure.  Returns 0, or -1 with *error_r set
  * to static text fit for a log line (never containing the input). */
 int sasl_plain_decode(const char *b64, size_t len, char *authzid, char *authcid, char *passwd,
-                      const char **error_r);
+		      const char **error_r);
 
 /* Decodes one base64 LOGIN response (the user name or the password) of at most 255
  * octets into out, NUL-terminated; "=" gives "".  A NUL inside is refused.  Returns 0,

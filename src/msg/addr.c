@@ -94,7 +94,7 @@ static size_t addr_utf8_len(const unsigned char *s, size_t avail, int *short_r)
 /* At a byte >= 0x80 where RFC 6531 allows UTF8-non-ascii: takes one sequence into
  * dst[*o..], provided the field (which began at start) stays within max octets. */
 static enum addr_error ap_take_utf8(struct addr_parser *p, char *dst, size_t *o, size_t start,
-                                    size_t max)
+				    size_t max)
 {
 	if (!(p->flags & ADDR_ALLOW_UTF8))
 		return ADDR_ERR_UTF8_NOT_ALLOWED;
@@ -278,7 +278,7 @@ static enum addr_error ap_domain(struct addr_parser *p, char *dst, int allow_lit
 				continue;
 			}
 			if (c < 0 || !(addr_is_alpha(c) || addr_is_digit(c) ||
-			               (c == '-' && p->pos > label_start)))
+				       (c == '-' && p->pos > label_start)))
 				break;
 			if (p->pos + 1 - start > ADDR_DOMAIN_MAX)
 				return ADDR_ERR_TOO_LONG;
@@ -377,12 +377,12 @@ static enum addr_error ap_path(struct addr_parser *p, struct mail_addr *out)
 }
 
 enum addr_error addr_parse_path(const char *s, size_t len, unsigned flags, struct mail_addr *out,
-                                size_t *consumed_r)
+				size_t *consumed_r)
 {
 	struct addr_parser p = {
-	    .s = (const unsigned char *)s,
-	    .len = len < ADDR_PATH_MAX ? len : ADDR_PATH_MAX,
-	    .flags = flags,
+		.s = (const unsigned char *)s,
+		.len = len < ADDR_PATH_MAX ? len : ADDR_PATH_MAX,
+		.flags = flags,
 	};
 
 	memset(out, 0, sizeof(*out));
@@ -401,12 +401,13 @@ enum addr_error addr_parse_path(const char *s, size_t len, unsigned flags, struc
 	return ADDR_OK;
 }
 
-enum addr_error addr_parse_mailbox(const char *s, size_t len, unsigned flags, struct mail_addr *out)
+enum addr_error addr_parse_mailbox(const char *s, size_t len, unsigned flags,
+				   struct mail_addr *out)
 {
 	struct addr_parser p = {
-	    .s = (const unsigned char *)s,
-	    .len = len,
-	    .flags = flags & ~(unsigned)ADDR_ALLOW_NULL,
+		.s = (const unsigned char *)s,
+		.len = len,
+		.flags = flags & ~(unsigned)ADDR_ALLOW_NULL,
 	};
 	enum addr_error err;
 

@@ -33,9 +33,9 @@ struct mail_addr {
 enum addr_error {
 	ADDR_OK = 0,
 	ADDR_ERR_SYNTAX,
-	ADDR_ERR_TOO_LONG,         /* local part, domain, label or whole path */
-	ADDR_ERR_UTF8_NOT_ALLOWED, /* non-ASCII without ADDR_ALLOW_UTF8 */
-	ADDR_ERR_NULL_NOT_ALLOWED, /* "<>" without ADDR_ALLOW_NULL */
+	ADDR_ERR_TOO_LONG,           /* local part, domain, label or whole path */
+	ADDR_ERR_UTF8_NOT_ALLOWED,   /* non-ASCII without ADDR_ALLOW_UTF8 */
+	ADDR_ERR_NULL_NOT_ALLOWED,   /* "<>" without ADDR_ALLOW_NULL */
 };
 
 /* Parses a "<path>" at the start of s[0..len): a Reverse-path when flags has
@@ -46,13 +46,13 @@ enum addr_error {
  * of bytes up to and including the closing ">"; bytes after it are not examined.
  * On error *consumed_r is 0 and *out is cleared. */
 enum addr_error addr_parse_path(const char *s, size_t len, unsigned flags, struct mail_addr *out,
-                                size_t *consumed_r);
+				size_t *consumed_r);
 
 /* Parses a bare Mailbox "local@domain" occupying exactly s[0..len) (no brackets, no
  * route, no postmaster special case); ADDR_ALLOW_NULL is ignored.  For the CLI and
  * the directory. */
 enum addr_error addr_parse_mailbox(const char *s, size_t len, unsigned flags,
-                                   struct mail_addr *out);
+				   struct mail_addr *out);
 
 /* Writes "local@domain" and a NUL to out, quoting the local part (RFC 5321
  * Quoted-string, escaping only '"' and '\') when it is not a valid Dot-string.  The

@@ -3,7 +3,7 @@
 #include <stdint.h>
 
 static const char base64_alphabet[] =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 /* -1 for any character outside the RFC 4648 table 1 alphabet, "=" included: the
  * caller handles padding by position. */

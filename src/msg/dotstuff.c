@@ -37,7 +37,7 @@ static void ds_count(struct data_decoder *d)
 }
 
 enum data_status data_decoder_feed(struct data_decoder *d, const char *in, size_t in_len, char *out,
-                                   size_t *consumed_r, size_t *out_len_r)
+				   size_t *consumed_r, size_t *out_len_r)
 {
 	size_t i = 0, o = 0;
 	enum data_status status = DATA_NEED_MORE;

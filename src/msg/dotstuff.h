@@ -48,7 +48,7 @@ void data_decoder_init(struct data_decoder *d, enum data_mode mode, size_t line_
  * A line starting with "." has that dot removed.  After a bare CR or LF the output is
  * no longer guaranteed to be byte-exact (such a message must be refused anyway). */
 enum data_status data_decoder_feed(struct data_decoder *d, const char *in, size_t in_len, char *out,
-                                   size_t *consumed_r, size_t *out_len_r);
+				   size_t *consumed_r, size_t *out_len_r);
 
 /* RAW mode, after the last chunk (BDAT LAST): flags a CR left dangling at the very
  * end as bare.  Returns 0 when the whole body is clean, -1 when any of bare_lf,

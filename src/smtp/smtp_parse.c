@@ -19,8 +19,8 @@ void smtp_line_reader_reset(struct smtp_line_reader *r)
 }
 
 enum smtp_line_status smtp_line_reader_next(struct smtp_line_reader *r, const char *in, size_t len,
-                                            const char **line_r, size_t *line_len_r,
-                                            size_t *consumed_r)
+					    const char **line_r, size_t *line_len_r,
+					    size_t *consumed_r)
 {
 	size_t off = 0;
 	const char *lf;
@@ -97,7 +97,7 @@ static char smtp_upper(int c)
 }
 
 int smtp_parse_command(const char *line, size_t len, char verb[16], const char **arg_r,
-                       size_t *arg_len_r)
+		       size_t *arg_len_r)
 {
 	size_t i;
 
@@ -232,8 +232,8 @@ static int smtp_next_param(const char *s, size_t len, size_t *pos, struct smtp_p
 	}
 	/* esmtp-keyword = (ALPHA / DIGIT) *(ALPHA / DIGIT / "-") (RFC 5321 4.1.2) */
 	pm->kw = s + i;
-	while (i < len &&
-	       (smtp_is_alpha(s[i]) || smtp_is_digit(s[i]) || (s[i] == '-' && s + i > pm->kw)))
+	while (i < len && (smtp_is_alpha(s[i]) || smtp_is_digit(s[i]) ||
+			   (s[i] == '-' && s + i > pm->kw)))
 		i++;
 	pm->kw_len = (size_t)(s + i - pm->kw);
 	if (pm->kw_len == 0)
@@ -303,7 +303,7 @@ static enum smtp_param_error smtp_addr_error(enum addr_error e, int sender, cons
 		return SMTP_PARAM_SYNTAX;
 	case ADDR_ERR_UTF8_NOT_ALLOWED:
 		*error_r = sender ? "5.6.7 Non-ASCII sender address requires SMTPUTF8"
-		                  : "5.6.7 Non-ASCII recipient address requires SMTPUTF8";
+				  : "5.6.7 Non-ASCII recipient address requires SMTPUTF8";
 		return SMTP_PARAM_UTF8_ADDR;
 	case ADDR_ERR_NULL_NOT_ALLOWED:
 		*error_r = "5.1.3 Null recipient address not allowed";
@@ -311,22 +311,23 @@ static enum smtp_param_error smtp_addr_error(enum addr_error e, int sender, cons
 	case ADDR_ERR_SYNTAX:
 		break;
 	}
-	*error_r =
-	    sender ? "5.1.7 Bad sender address syntax" : "5.1.3 Bad recipient address syntax";
+	*error_r = sender ? "5.1.7 Bad sender address syntax"
+			  : "5.1.3 Bad recipient address syntax";
 	return SMTP_PARAM_SYNTAX;
 }
 
 /* "FROM:" or "TO:" in any case, then a path.  RFC 5321 4.1.1.2 allows no space
  * after the colon, but enough clients send one that refusing it only hurts. */
 static enum smtp_param_error smtp_parse_path_arg(const char *arg, size_t len, const char *prefix,
-                                                 unsigned flags, int sender, struct mail_addr *addr,
-                                                 size_t *pos_r, const char **error_r)
+						 unsigned flags, int sender,
+						 struct mail_addr *addr, size_t *pos_r,
+						 const char **error_r)
 {
 	size_t plen = strlen(prefix), used;
 
 	if (len < plen || strncasecmp(arg, prefix, plen) != 0) {
 		*error_r = sender ? "5.5.4 Syntax: MAIL FROM:<address>"
-		                  : "5.5.4 Syntax: RCPT TO:<address>";
+				  : "5.5.4 Syntax: RCPT TO:<address>";
 		return SMTP_PARAM_SYNTAX;
 	}
 	size_t i = plen;
@@ -392,7 +393,7 @@ static void smtp_mail_params_init(struct smtp_mail_params *p)
 }
 
 enum smtp_param_error smtp_parse_mail(const char *arg, size_t len, struct mail_addr *addr,
-                                      struct smtp_mail_params *p, const char **error_r)
+				      struct smtp_mail_params *p, const char **error_r)
 {
 	struct smtp_param pm;
 	unsigned seen = 0;
@@ -404,7 +405,7 @@ enum smtp_param_error smtp_parse_mail(const char *arg, size_t len, struct mail_a
 	/* UTF-8 is parsed here whatever the parameters say; whether it was allowed is
 	 * known only once SMTPUTF8 has been seen, below. */
 	enum smtp_param_error e = smtp_parse_path_arg(
-	    arg, len, "FROM:", ADDR_ALLOW_NULL | ADDR_ALLOW_UTF8, 1, addr, &pos, error_r);
+		arg, len, "FROM:", ADDR_ALLOW_NULL | ADDR_ALLOW_UTF8, 1, addr, &pos, error_r);
 	if (e != SMTP_PARAM_OK)
 		return e;
 
@@ -423,7 +424,7 @@ enum smtp_param_error smtp_parse_mail(const char *arg, size_t len, struct mail_a
 			if (pm.val != NULL && smtp_token_is(pm.val, pm.val_len, "7BIT")) {
 				p->body = SMTP_BODY_7BIT;
 			} else if (pm.val != NULL &&
-			           smtp_token_is(pm.val, pm.val_len, "8BITMIME")) {
+				   smtp_token_is(pm.val, pm.val_len, "8BITMIME")) {
 				p->body = SMTP_BODY_8BITMIME;
 			} else {
 				*error_r = "5.5.4 Unsupported BODY value";
@@ -531,7 +532,7 @@ static int smtp_parse_orcpt(const struct smtp_param *pm, char *out, size_t cap)
 	static const char type[] = "rfc822;";
 	const size_t tlen = sizeof(type) - 1;
 	char addr[SMTP_ORCPT_MAX + 1];
-	struct smtp_param rest = {0};
+	struct smtp_param rest = { 0 };
 
 	if (pm->val == NULL || pm->val_len <= tlen || strncasecmp(pm->val, type, tlen) != 0)
 		return -1;
@@ -548,8 +549,8 @@ static int smtp_parse_orcpt(const struct smtp_param *pm, char *out, size_t cap)
 }
 
 enum smtp_param_error smtp_parse_rcpt(const char *arg, size_t len, unsigned addr_flags,
-                                      struct mail_addr *addr, struct smtp_rcpt_params *p,
-                                      const char **error_r)
+				      struct mail_addr *addr, struct smtp_rcpt_params *p,
+				      const char **error_r)
 {
 	struct smtp_param pm;
 	unsigned seen = 0;
@@ -559,7 +560,7 @@ enum smtp_param_error smtp_parse_rcpt(const char *arg, size_t len, unsigned addr
 	memset(p, 0, sizeof(*p));
 	*error_r = "2.0.0 Ok";
 	enum smtp_param_error e = smtp_parse_path_arg(
-	    arg, len, "TO:", addr_flags & ~(unsigned)ADDR_ALLOW_NULL, 0, addr, &pos, error_r);
+		arg, len, "TO:", addr_flags & ~(unsigned)ADDR_ALLOW_NULL, 0, addr, &pos, error_r);
 	if (e != SMTP_PARAM_OK)
 		return e;
 

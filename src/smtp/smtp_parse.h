@@ -15,8 +15,8 @@
 struct smtp_line_reader {
 	size_t limit; /* octets of a line including CRLF */
 	/* Private. */
-	size_t scanned; /* bytes of the pending line already searched for LF */
-	int skipping;   /* discarding the rest of a too-long line */
+	size_t scanned;  /* bytes of the pending line already searched for LF */
+	int skipping;    /* discarding the rest of a too-long line */
 };
 
 enum smtp_line_status {
@@ -48,8 +48,8 @@ void smtp_line_reader_reset(struct smtp_line_reader *r);
  *   part of the line (smtp_parse_command() rejects it as a control character).
  * A caller loops until NEED_MORE. */
 enum smtp_line_status smtp_line_reader_next(struct smtp_line_reader *r, const char *in, size_t len,
-                                            const char **line_r, size_t *line_len_r,
-                                            size_t *consumed_r);
+					    const char **line_r, size_t *line_len_r,
+					    size_t *consumed_r);
 
 /* Splits a command line (without CRLF) into a verb, upper-cased, 1 to 15 letters
  * A-Z, and its argument: after the verb comes the end of the line or a space, and the
@@ -59,7 +59,7 @@ enum smtp_line_status smtp_line_reader_next(struct smtp_line_reader *r, const ch
  * other than TAB anywhere (DEL included; bytes >= 0x80 are allowed for SMTPUTF8), or
  * a verb that is not 1 to 15 letters followed by space or end. */
 int smtp_parse_command(const char *line, size_t len, char verb[16], const char **arg_r,
-                       size_t *arg_len_r);
+		       size_t *arg_len_r);
 
 #define SMTP_NOTIFY_NEVER   1
 #define SMTP_NOTIFY_SUCCESS 2
@@ -73,11 +73,11 @@ int smtp_parse_command(const char *line, size_t len, char verb[16], const char *
 struct smtp_mail_params {
 	long long size; /* SIZE= (RFC 1870); -1 when absent; LLONG_MAX when larger */
 	enum { SMTP_BODY_NONE, SMTP_BODY_7BIT, SMTP_BODY_8BITMIME } body; /* RFC 6152 */
-	int smtputf8;                                                     /* RFC 6531 */
-	enum { SMTP_RET_NONE, SMTP_RET_FULL, SMTP_RET_HDRS } ret;         /* RFC 3461 4.3 */
+	int smtputf8;                                                  /* RFC 6531 */
+	enum { SMTP_RET_NONE, SMTP_RET_FULL, SMTP_RET_HDRS } ret;      /* RFC 3461 4.3 */
 	char envid[SMTP_ENVID_MAX + 1]; /* decoded xtext, printable ASCII; "" when absent */
 	char auth[SMTP_AUTH_MAX + 1];   /* AUTH= (RFC 4954 5), decoded xtext, printable
-	                                 * ASCII; "<>" is kept as "<>"; "" when absent */
+					 * ASCII; "<>" is kept as "<>"; "" when absent */
 };
 
 struct smtp_rcpt_params {
@@ -104,15 +104,15 @@ enum smtp_param_error {
  * parameter.  On SMTP_PARAM_OK fills *addr and *p; otherwise their contents are
  * unspecified and *error_r is set. */
 enum smtp_param_error smtp_parse_mail(const char *arg, size_t len, struct mail_addr *addr,
-                                      struct smtp_mail_params *p, const char **error_r);
+				      struct smtp_mail_params *p, const char **error_r);
 
 /* The same for "TO:<forward-path> NOTIFY=... ORCPT=...".  addr_flags are those of
  * addr_parse_path(): ADDR_ALLOW_UTF8 when the transaction's MAIL had SMTPUTF8
  * (ADDR_ALLOW_NULL is ignored: "<>" is never a recipient).  NOTIFY=NEVER cannot be
  * combined with other values. */
 enum smtp_param_error smtp_parse_rcpt(const char *arg, size_t len, unsigned addr_flags,
-                                      struct mail_addr *addr, struct smtp_rcpt_params *p,
-                                      const char **error_r);
+				      struct mail_addr *addr, struct smtp_rcpt_params *p,
+				      const char **error_r);
 
 /* xtext (RFC 3461 4): decodes in[0..len) into out followed by a NUL.  "+" must be
  * followed by two upper-case hex digits; any other byte must be "!".."~" other than

@@ -567,6 +567,11 @@ class Tern:
         if not KEEP:
             shutil.rmtree(self.base, ignore_errors=True)
 
+    def password_leaks(self):
+        """Known passwords found in the log or the server's stderr."""
+        text = self.log_text() + self.read(self.err_file) + self.read(self.out_file)
+        return [a for a, pw in self.passwords.items() if pw in text]
+
     def sanitizer_report(self, start=0):
         text = self.read(self.err_file)[start:]
         for marker in SANITIZER_MARKERS:
@@ -811,8 +816,10 @@ def _running(t):
 def _finish(t):
     status = t.stop()
     rep = t.sanitizer_report()
+    leaks = t.password_leaks()
     t.cleanup()
     assert rep is None, rep
+    assert not leaks, "passwords in the log/stderr: %s" % leaks
     return status
 
 
@@ -849,6 +856,8 @@ def make_tern(tern_bin):
         rep = t.sanitizer_report()
         if rep:
             problems.append("sanitizer report:\n" + rep)
+        if t.password_leaks():
+            problems.append("passwords in the log: %s" % t.password_leaks())
     for t in made:
         t.cleanup()
     assert not problems, "\n".join(problems)

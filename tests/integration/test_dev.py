@@ -23,8 +23,11 @@ DEV_PORTS = (2525, 2587, 2465)
 def ports_free():
     for port in DEV_PORTS:
         s = socket.socket()
+        # As a server binds: connections of an earlier run in TIME_WAIT do not count.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
+            s.listen(1)
         except OSError:
             return False
         finally:

@@ -271,6 +271,9 @@ def test_sigterm_with_sessions_open_then_restart(make_tern):
     # Every accepted message is delivered or still queued; after a restart, all of them.
     seen, partial = ids_in_maildir(t, tag)
     assert not partial, partial
+    queued = b"".join(d for _, d in t.queue_contents())
+    lost = [m for m in accepted if not seen[m] and m.encode() not in queued]
+    assert not lost, "accepted, neither delivered nor queued after SIGTERM: %s" % lost[:5]
     t.start()
     assert_exactly_once(t, tag, accepted, T(20))
     assert_queue_drained(t, tag, T(10))

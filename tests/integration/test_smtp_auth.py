@@ -216,6 +216,39 @@ def test_authenticated_relay_is_queued(tern):
         assert not tern.find_messages(user, subject)
 
 
+def test_dsn_parameters_stored_with_the_envelope(tern):
+    envid = uniq("envid")
+    orcpt = uniq("orig") + "@other.test"
+    msg = make_message(sender=DEMO, to="dsn@other.test")
+    with submission_tls(tern) as c:
+        assert c.cmd("AUTH PLAIN " + plain(DEMO, tern.passwords[DEMO])).code == 235
+        r = c.cmd("MAIL FROM:<%s> RET=HDRS ENVID=%s" % (DEMO, envid))
+        assert r.code == 250, r
+        r = c.cmd("RCPT TO:<dsn@other.test> NOTIFY=SUCCESS,DELAY ORCPT=rfc822;%s" % orcpt)
+        assert r.code == 250, r
+        r = c.send_data(msg)
+        assert r.code == 250, r
+    qid = re.search(r"queued as (\S+)", r.text).group(1)
+
+    def queued():
+        return [d for p, d in tern.queue_contents() if qid in os.path.basename(p)]
+    data = wait_for(queued, T(10), what="queue file %s" % qid)[0]
+    assert envid.encode() in data, "ENVID not stored with the envelope"
+    assert orcpt.encode() in data, "ORCPT not stored with the envelope"
+
+
+def test_queue_files_private(tern):
+    files = wait_for(tern.queue_files, T(10), what="a queued message (earlier tests)")
+    for path in files + [os.path.join(tern.data_dir, "tern.db")]:
+        st = os.stat(path)
+        assert st.st_mode & 0o077 == 0, "%s mode %o" % (path, st.st_mode & 0o777)
+        if os.geteuid() == 0:
+            import pwd
+            assert st.st_uid == pwd.getpwnam("tern").pw_uid, "%s not owned by tern" % path
+    for d in (tern.data_dir, os.path.join(tern.data_dir, "queue")):
+        assert os.stat(d).st_mode & 0o077 == 0, d
+
+
 def test_submissions_relay_external(tern):
     msg = make_message(sender=BOB, to="friend@far.test")
     with tern.smtp("submissions", login=BOB) as c:

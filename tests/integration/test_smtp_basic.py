@@ -187,6 +187,7 @@ def test_received_header_names_tls_on_smtp_role(tern):
     data, hdrs = assert_delivered_exact(tern, DEMO, msg)
     assert version in hdrs["Received"], hdrs["Received"]
     assert cipher in hdrs["Received"], hdrs["Received"]
+    assert [e for e in tern.events("tls") if version in e["_raw"]], "no event=tls log line"
 
 
 def test_submission_starttls_auth_plain(tern):

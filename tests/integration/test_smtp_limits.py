@@ -3,6 +3,7 @@ injection, long lines, 10 MB without CRLF, many parallel connections, per-IP lim
 timeouts.  Over any bound: an error reply, never a crash, never a hang."""
 
 import base64
+import os
 import socket
 import threading
 import time
@@ -395,6 +396,60 @@ def test_connections_per_ip_limit(make_tern):
     finally:
         for c in held:
             c.close()
+
+
+def test_max_connections_per_worker(make_tern):
+    t = make_tern(workers=1, smtp={"max_connections": "3"})
+    held = [RawSMTP(t.smtp_port, source="127.0.0.%d" % (30 + i)) for i in range(3)]
+    try:
+        assert all(c.greeting.code == 220 for c in held)
+        with RawSMTP(t.smtp_port, source="127.0.0.40", greeting=False) as extra:
+            try:
+                r = extra.reply()
+                assert r.code == 421, r
+            except EOFError:
+                pytest.fail("connection over max_connections closed without a 421")
+    finally:
+        for c in held:
+            c.close()
+    def answers():
+        try:
+            still_answers(t)
+            return True
+        except (AssertionError, OSError, EOFError):
+            return False
+    wait_for(answers, T(5), interval=0.2, what="a slot again")
+
+
+def test_queue_unwritable_answers_4xx(make_tern):
+    """An I/O error while queueing answers 451/452, leaves nothing half-written, and the
+    server recovers once the queue is writable again."""
+    t = make_tern()  # (as root, the workers run as user tern: mode bits stop them)
+    qdir = os.path.join(t.data_dir, "queue")
+    dirs = [qdir] + [os.path.join(qdir, d) for d in os.listdir(qdir)
+                     if os.path.isdir(os.path.join(qdir, d))]
+    modes = {d: os.stat(d).st_mode & 0o7777 for d in dirs}
+    marker = uniq("ioerr")
+    try:
+        for d in dirs:
+            os.chmod(d, 0o500)
+        with t.raw("smtp") as c:
+            c.ehlo()
+            assert c.cmd("MAIL FROM:<x@y.test>").code == 250
+            assert c.cmd("RCPT TO:<%s>" % DEMO).code == 250
+            r = c.cmd("DATA")
+            if r.code == 354:
+                c.send(make_message(subject=marker) + b".\r\n")
+                r = c.reply()
+            assert r.code in (451, 452), "queue not writable, got %r" % r
+            assert c.cmd("RSET").code == 250
+    finally:
+        for d, m in modes.items():
+            os.chmod(d, m)
+    assert_nothing_with(t, marker)
+    msg = make_message()
+    t.send(msg)
+    t.wait_message(DEMO, message_id_of(msg))
 
 
 def test_command_timeout(make_tern):

@@ -16,8 +16,8 @@ static const char *enc(const char *raw, size_t len)
 {
 	static char out[2048];
 
-	assert_true(base64_encode((const unsigned char *)raw, len, out, sizeof(out)) > 0 ||
-	            len == 0);
+	size_t n = base64_encode((const unsigned char *)raw, len, out, sizeof(out));
+	assert_true(n > 0 || len == 0);
 	return out;
 }
 
@@ -57,14 +57,14 @@ static void test_plain_malformed(void **state)
 		const char *raw;
 		size_t len;
 	} bad[] = {
-	    {S("")},
-	    {S("timpass")},       /* no NUL */
-	    {S("\0timpass")},     /* one NUL */
-	    {S("\0\0pass")},      /* empty authcid */
-	    {S("\0tim\0")},       /* empty password */
-	    {S("\0tim\0pa\0ss")}, /* a third NUL */
-	    {S("z\0tim\0pass\0")},
-	    {S("\0\0")},
+		{ S("") },
+		{ S("timpass") },          /* no NUL */
+		{ S("\0timpass") },        /* one NUL */
+		{ S("\0\0pass") },         /* empty authcid */
+		{ S("\0tim\0") },          /* empty password */
+		{ S("\0tim\0pa\0ss") },    /* a third NUL */
+		{ S("z\0tim\0pass\0") },
+		{ S("\0\0") },
 	};
 
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -79,7 +79,7 @@ static void test_plain_malformed(void **state)
 
 	/* Not base64 (strict), or "=" (the empty response). */
 	assert_int_equal(sasl_plain_decode(S("AHRpbQB0YW5zdGFhZnRhbnN0YWFm\r\n"), z, c, p, &err),
-	                 -1);
+			 -1);
 	assert_string_equal(err, "invalid base64");
 	assert_int_equal(sasl_plain_decode(S("AHRpbQB0YW5zdGFhZnRhbnN0YWF"), z, c, p, &err), -1);
 	assert_int_equal(sasl_plain_decode(S("*"), z, c, p, &err), -1);
@@ -164,10 +164,10 @@ static void test_login(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_plain_ok),
-	    cmocka_unit_test(test_plain_malformed),
-	    cmocka_unit_test(test_plain_lengths),
-	    cmocka_unit_test(test_login),
+		cmocka_unit_test(test_plain_ok),
+		cmocka_unit_test(test_plain_malformed),
+		cmocka_unit_test(test_plain_lengths),
+		cmocka_unit_test(test_login),
 	};
 	return cmocka_run_group_tests_name("auth/sasl", tests, NULL, NULL);
 }

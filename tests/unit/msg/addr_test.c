@@ -71,45 +71,45 @@ static void test_flags_and_consumed(void **state)
 static void test_syntax_errors(void **state)
 {
 	static const char *bad[] = {
-	    "user@example.com", /* brackets required */
-	    "<user@example.com",
-	    "user@example.com>",
-	    "< user@example.com>", /* nothing else tolerated */
-	    "<user@example.com >",
-	    "<user @example.com>",
-	    "<user@ example.com>",
-	    "<user>", /* no domain (only postmaster may) */
-	    "<@example.com>",
-	    "<user@>",
-	    "<.user@d>",
-	    "<user.@d>",
-	    "<us..er@d>",
-	    "<us(er@d>",
-	    "<us,er@d>",
-	    "<us[er@d>",
-	    "<us\ter@d>",
-	    "<user@d.>", /* trailing dot */
-	    "<user@.d>",
-	    "<user@d..e>",
-	    "<user@-d.e>",
-	    "<user@d-.e>",
-	    "<user@d_e>",
-	    "<user@d@e>",
-	    "<a@b@c>",
-	    "<\"\"@d>", /* empty quoted local part */
-	    "<\"abc@d>",
-	    "<\"a\"b@d>",
-	    "<a\"b\"@d>",
-	    "<\"a\x01\"@d>",
-	    "<\"a\tb\"@d>",
-	    "<\"a\x7f\"@d>",
-	    "<\"a\\\x01\"@d>",
-	    "<<user@d>>",
-	    "",
-	    "<",
-	    "<u",
-	    "<u@",
-	    "<u@d",
+		"user@example.com",    /* brackets required */
+		"<user@example.com",
+		"user@example.com>",
+		"< user@example.com>", /* nothing else tolerated */
+		"<user@example.com >",
+		"<user @example.com>",
+		"<user@ example.com>",
+		"<user>",              /* no domain (only postmaster may) */
+		"<@example.com>",
+		"<user@>",
+		"<.user@d>",
+		"<user.@d>",
+		"<us..er@d>",
+		"<us(er@d>",
+		"<us,er@d>",
+		"<us[er@d>",
+		"<us\ter@d>",
+		"<user@d.>",           /* trailing dot */
+		"<user@.d>",
+		"<user@d..e>",
+		"<user@-d.e>",
+		"<user@d-.e>",
+		"<user@d_e>",
+		"<user@d@e>",
+		"<a@b@c>",
+		"<\"\"@d>",            /* empty quoted local part */
+		"<\"abc@d>",
+		"<\"a\"b@d>",
+		"<a\"b\"@d>",
+		"<\"a\x01\"@d>",
+		"<\"a\tb\"@d>",
+		"<\"a\x7f\"@d>",
+		"<\"a\\\x01\"@d>",
+		"<<user@d>>",
+		"",
+		"<",
+		"<u",
+		"<u@",
+		"<u@d",
 	};
 
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -224,8 +224,8 @@ static void test_source_route(void **state)
 	path_ok("<@a,@b,@c:\"q u\"@d>", F_NULL, "q u", "d");
 
 	static const char *bad[] = {
-	    "<@a u@d>",   "<@a,u@d>",  "<@a,:u@d>",        "<@:u@d>",   "<@a:>",   "<@a:@b:u@d>",
-	    "<@a,b:u@d>", "<@a.:u@d>", "<@[1.2.3.4]:u@d>", "<@a:<u@d>", "<@a,@b>",
+		"<@a u@d>", "<@a,u@d>", "<@a,:u@d>", "<@:u@d>", "<@a:>", "<@a:@b:u@d>",
+		"<@a,b:u@d>", "<@a.:u@d>", "<@[1.2.3.4]:u@d>", "<@a:<u@d>", "<@a,@b>",
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		enum addr_error e = path_err(bad[i], 0);
@@ -247,25 +247,11 @@ static void test_address_literals(void **state)
 	path_ok("<u@[255.255.255.255]>", 0, "u", "[255.255.255.255]");
 
 	static const char *bad[] = {
-	    "<u@[256.0.0.1]>",
-	    "<u@[1.2.3]>",
-	    "<u@[1.2.3.4.5]>",
-	    "<u@[1.2.3.4>",
-	    "<u@[]>",
-	    "<u@[IPv6:]>",
-	    "<u@[IPv6:1.2.3.4]>",
-	    "<u@[IPv6:::1%eth0]>",
-	    "<u@[IPv6:::g]>",
-	    "<u@[::1]>",
-	    "<u@[x-tag:stuff]>", /* General-address-literal */
-	    "<u@[1.2.3.4 ]>",
-	    "<u@[1.2.3.4]x>",
-	    "<u@[[1.2.3.4]]>",
-	    "<u@x.[1.2.3.4]>",
-	    "<u@[IPv4:1.2.3.4]>",
-	    "<u@[1.2.3.4]",
-	    "<u@[",
-	    "<u@[1.2.\xc3\xbc]>",
+		"<u@[256.0.0.1]>", "<u@[1.2.3]>", "<u@[1.2.3.4.5]>", "<u@[1.2.3.4>",
+		"<u@[]>", "<u@[IPv6:]>", "<u@[IPv6:1.2.3.4]>", "<u@[IPv6:::1%eth0]>",
+		"<u@[IPv6:::g]>", "<u@[::1]>", "<u@[x-tag:stuff]>", /* General-address-literal */
+		"<u@[1.2.3.4 ]>", "<u@[1.2.3.4]x>", "<u@[[1.2.3.4]]>", "<u@x.[1.2.3.4]>",
+		"<u@[IPv4:1.2.3.4]>", "<u@[1.2.3.4]", "<u@[", "<u@[1.2.\xc3\xbc]>",
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		enum addr_error e = path_err(bad[i], F_UTF8);
@@ -360,8 +346,7 @@ static void test_utf8(void **state)
 {
 	struct mail_addr a;
 	size_t used;
-	const char *s = "<j\xc3\xb6rg@b\xc3\xbc"
-	                "cher.example>";
+	const char *s = "<j\xc3\xb6rg@b\xc3\xbc" "cher.example>";
 
 	/* Without SMTPUTF8 any non-ASCII is refused, with its own error. */
 	assert_int_equal(path_err(s, 0), ADDR_ERR_UTF8_NOT_ALLOWED);
@@ -371,40 +356,35 @@ static void test_utf8(void **state)
 	assert_int_equal(addr_parse_path(s, strlen(s), F_UTF8, &a, &used), ADDR_OK);
 	assert_true(a.utf8);
 	assert_string_equal(a.local, "j\xc3\xb6rg");
-	assert_string_equal(a.domain, "b\xc3\xbc"
-	                              "cher.example");
+	assert_string_equal(a.domain, "b\xc3\xbc" "cher.example");
 	/* Only ASCII is lower-cased; "Ü" stays. */
-	path_ok("<U@B\xc3\x9c"
-	        "CHER.DE>",
-	        F_UTF8, "U",
-	        "b\xc3\x9c"
-	        "cher.de");
+	path_ok("<U@B\xc3\x9c" "CHER.DE>", F_UTF8, "U", "b\xc3\x9c" "cher.de");
 	path_ok("<\"\xe2\x82\xac \xf0\x9f\x98\x80\"@d>", F_UTF8, "\xe2\x82\xac \xf0\x9f\x98\x80",
-	        "d");
+		"d");
 	path_ok("<\xe7\x94\xa8\xe6\x88\xb7@\xe4\xbe\x8b\xe5\xad\x90.\xe5\xb9\xbf\xe5\x91\x8a>",
-	        F_UTF8, "\xe7\x94\xa8\xe6\x88\xb7",
-	        "\xe4\xbe\x8b\xe5\xad\x90.\xe5\xb9\xbf\xe5\x91\x8a");
+		F_UTF8,
+		"\xe7\x94\xa8\xe6\x88\xb7", "\xe4\xbe\x8b\xe5\xad\x90.\xe5\xb9\xbf\xe5\x91\x8a");
 	/* An ASCII address does not need SMTPUTF8. */
 	assert_int_equal(addr_parse_path("<a@b>", 5, F_UTF8, &a, &used), ADDR_OK);
 	assert_false(a.utf8);
 
 	static const char *bad[] = {
-	    "<\xc3@d>", /* truncated */
-	    "<\xc3(@d>",
-	    "<\x80@d>",     /* stray continuation */
-	    "<\xc0\xaf@d>", /* overlong "/" */
-	    "<\xc1\xbf@d>",
-	    "<\xe0\x80\xaf@d>",     /* overlong, 3 bytes */
-	    "<\xf0\x80\x80\xaf@d>", /* overlong, 4 bytes */
-	    "<\xed\xa0\x80@d>",     /* surrogate U+D800 */
-	    "<\xed\xbf\xbf@d>",     /* surrogate U+DFFF */
-	    "<\xf4\x90\x80\x80@d>", /* above U+10FFFF */
-	    "<\xf5\x80\x80\x80@d>",
-	    "<\xff@d>",
-	    "<u@d\xc3>",
-	    "<u@d.\xed\xa0\x80>",
-	    "<\"\\\xc3\xbc\"@d>", /* quoted-pairSMTP is ASCII only */
-	    "<u@-\xc3\xbc>",
+		"<\xc3@d>",             /* truncated */
+		"<\xc3(@d>",
+		"<\x80@d>",             /* stray continuation */
+		"<\xc0\xaf@d>",         /* overlong "/" */
+		"<\xc1\xbf@d>",
+		"<\xe0\x80\xaf@d>",     /* overlong, 3 bytes */
+		"<\xf0\x80\x80\xaf@d>", /* overlong, 4 bytes */
+		"<\xed\xa0\x80@d>",     /* surrogate U+D800 */
+		"<\xed\xbf\xbf@d>",     /* surrogate U+DFFF */
+		"<\xf4\x90\x80\x80@d>", /* above U+10FFFF */
+		"<\xf5\x80\x80\x80@d>",
+		"<\xff@d>",
+		"<u@d\xc3>",
+		"<u@d.\xed\xa0\x80>",
+		"<\"\\\xc3\xbc\"@d>",   /* quoted-pairSMTP is ASCII only */
+		"<u@-\xc3\xbc>",
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		enum addr_error e = path_err(bad[i], F_UTF8);
@@ -492,13 +472,8 @@ static void test_format(void **state)
 static void test_format_round_trip(void **state)
 {
 	static const char *paths[] = {
-	    "<\"john \\\"jr\\\" doe\"@example.com>",
-	    "<\" \"@d>",
-	    "<\"..\"@d>",
-	    "<\"a\\\\\"@d>",
-	    "<a.b.c@d.e.f>",
-	    "<\"a..b\"@[1.2.3.4]>",
-	    "<\".a\"@d>",
+		"<\"john \\\"jr\\\" doe\"@example.com>", "<\" \"@d>", "<\"..\"@d>",
+		"<\"a\\\\\"@d>", "<a.b.c@d.e.f>", "<\"a..b\"@[1.2.3.4]>", "<\".a\"@d>",
 	};
 	for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
 		struct mail_addr a, b;
@@ -506,7 +481,7 @@ static void test_format_round_trip(void **state)
 		char out[600];
 
 		assert_int_equal(addr_parse_path(paths[i], strlen(paths[i]), 0, &a, &used),
-		                 ADDR_OK);
+				 ADDR_OK);
 		int n = addr_format(&a, out, sizeof(out));
 		assert_true(n > 0);
 		assert_true((size_t)n + 2 <= strlen(paths[i]));
@@ -527,24 +502,24 @@ static void test_error_str(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_simple),
-	    cmocka_unit_test(test_flags_and_consumed),
-	    cmocka_unit_test(test_syntax_errors),
-	    cmocka_unit_test(test_embedded_nul),
-	    cmocka_unit_test(test_quoted),
-	    cmocka_unit_test(test_percent_and_bang),
-	    cmocka_unit_test(test_case),
-	    cmocka_unit_test(test_null_path),
-	    cmocka_unit_test(test_postmaster),
-	    cmocka_unit_test(test_source_route),
-	    cmocka_unit_test(test_address_literals),
-	    cmocka_unit_test(test_local_length),
-	    cmocka_unit_test(test_domain_length),
-	    cmocka_unit_test(test_utf8),
-	    cmocka_unit_test(test_mailbox),
-	    cmocka_unit_test(test_format),
-	    cmocka_unit_test(test_format_round_trip),
-	    cmocka_unit_test(test_error_str),
+		cmocka_unit_test(test_simple),
+		cmocka_unit_test(test_flags_and_consumed),
+		cmocka_unit_test(test_syntax_errors),
+		cmocka_unit_test(test_embedded_nul),
+		cmocka_unit_test(test_quoted),
+		cmocka_unit_test(test_percent_and_bang),
+		cmocka_unit_test(test_case),
+		cmocka_unit_test(test_null_path),
+		cmocka_unit_test(test_postmaster),
+		cmocka_unit_test(test_source_route),
+		cmocka_unit_test(test_address_literals),
+		cmocka_unit_test(test_local_length),
+		cmocka_unit_test(test_domain_length),
+		cmocka_unit_test(test_utf8),
+		cmocka_unit_test(test_mailbox),
+		cmocka_unit_test(test_format),
+		cmocka_unit_test(test_format_round_trip),
+		cmocka_unit_test(test_error_str),
 	};
 	return cmocka_run_group_tests_name("msg/addr", tests, NULL, NULL);
 }

@@ -12,13 +12,13 @@
 static const struct {
 	const char *raw, *enc;
 } vectors[] = {
-    {"", ""},
-    {"f", "Zg=="},
-    {"fo", "Zm8="},
-    {"foo", "Zm9v"},
-    {"foob", "Zm9vYg=="},
-    {"fooba", "Zm9vYmE="},
-    {"foobar", "Zm9vYmFy"},
+	{ "", "" },
+	{ "f", "Zg==" },
+	{ "fo", "Zm8=" },
+	{ "foo", "Zm9v" },
+	{ "foob", "Zm9vYg==" },
+	{ "fooba", "Zm9vYmE=" },
+	{ "foobar", "Zm9vYmFy" },
 };
 
 static void test_vectors(void **state)
@@ -29,12 +29,13 @@ static void test_vectors(void **state)
 		size_t n = 99;
 		size_t rl = strlen(vectors[i].raw);
 
-		assert_int_equal(
-		    base64_encode((const unsigned char *)vectors[i].raw, rl, enc, sizeof(enc)),
-		    strlen(vectors[i].enc));
+		assert_int_equal(base64_encode((const unsigned char *)vectors[i].raw, rl, enc,
+					       sizeof(enc)),
+				 strlen(vectors[i].enc));
 		assert_string_equal(enc, vectors[i].enc);
-		assert_int_equal(
-		    base64_decode(vectors[i].enc, strlen(vectors[i].enc), dec, sizeof(dec), &n), 0);
+		assert_int_equal(base64_decode(vectors[i].enc, strlen(vectors[i].enc), dec,
+					       sizeof(dec), &n),
+				 0);
 		assert_int_equal(n, rl);
 		assert_memory_equal(dec, vectors[i].raw, rl);
 	}
@@ -60,14 +61,21 @@ static void test_all_bytes_round_trip(void **state)
 static void test_decode_rejects(void **state)
 {
 	static const char *bad[] = {
-	    "Zg=",                               /* not a whole quantum */
-	    "Zg",                                /* padding required */
-	    "Zm9v\r\n",                          /* no whitespace */
-	    "Zm 9v",    "Zm9v Zg==", "Zg==Zm9v", /* padding in the middle */
-	    "Z===",     "====",      "=Zm9",
-	    "Zm=v",     "Zh==",     /* non-zero pad bits (RFC 4648 3.5) */
-	    "Zm9=",     "Zm9v-_==", /* base64url alphabet */
-	    "Zm9\x80",  "Zm9\0",
+		"Zg=",      /* not a whole quantum */
+		"Zg",       /* padding required */
+		"Zm9v\r\n", /* no whitespace */
+		"Zm 9v",
+		"Zm9v Zg==",
+		"Zg==Zm9v", /* padding in the middle */
+		"Z===",
+		"====",
+		"=Zm9",
+		"Zm=v",
+		"Zh==", /* non-zero pad bits (RFC 4648 3.5) */
+		"Zm9=",
+		"Zm9v-_==", /* base64url alphabet */
+		"Zm9\x80",
+		"Zm9\0",
 	};
 	unsigned char out[16];
 	size_t n;
@@ -110,10 +118,10 @@ static void test_capacity(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_vectors),
-	    cmocka_unit_test(test_all_bytes_round_trip),
-	    cmocka_unit_test(test_decode_rejects),
-	    cmocka_unit_test(test_capacity),
+		cmocka_unit_test(test_vectors),
+		cmocka_unit_test(test_all_bytes_round_trip),
+		cmocka_unit_test(test_decode_rejects),
+		cmocka_unit_test(test_capacity),
 	};
 	return cmocka_run_group_tests_name("msg/base64", tests, NULL, NULL);
 }

@@ -20,7 +20,7 @@ struct result {
 /* Feeds in[0..len) in pieces of chunk bytes (0: all at once), as a server reading
  * from a socket would, stopping at DONE. */
 static void run(const char *in, size_t len, enum data_mode mode, size_t limit, size_t chunk,
-                struct result *r)
+		struct result *r)
 {
 	size_t off = 0;
 
@@ -30,8 +30,8 @@ static void run(const char *in, size_t len, enum data_mode mode, size_t limit, s
 	do {
 		size_t n = chunk == 0 || len - off < chunk ? len - off : chunk;
 		size_t used, out_len;
-		enum data_status st =
-		    data_decoder_feed(&r->d, in + off, n, r->out + r->out_len, &used, &out_len);
+		char *out = r->out + r->out_len;
+		enum data_status st = data_decoder_feed(&r->d, in + off, n, out, &used, &out_len);
 		assert_true(used <= n);
 		assert_true(out_len <= n);
 		off += used;
@@ -85,7 +85,7 @@ static void run_all(const char *in, size_t len, enum data_mode mode, size_t limi
 #define S(lit) lit, sizeof(lit) - 1
 
 static void expect_clean(const char *in, size_t len, const char *body, size_t body_len,
-                         size_t consumed)
+			 size_t consumed)
 {
 	struct result r;
 
@@ -138,7 +138,7 @@ static void expect_dirty(const char *in, size_t len, int bare_lf, int bare_cr)
 	run_all(in, len, DATA_MODE_DOT, 1000, &r);
 	if (r.d.bare_lf != bare_lf || r.d.bare_cr != bare_cr)
 		fail_msg("%zu bytes starting %02x %02x: lf %d cr %d", len, in[0], in[1],
-		         r.d.bare_lf, r.d.bare_cr);
+			 r.d.bare_lf, r.d.bare_cr);
 	assert_false(r.done);
 	assert_int_equal(r.consumed, len);
 	assert_int_equal(r.d.bare_lf, bare_lf);
@@ -379,11 +379,15 @@ static void test_raw(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_simple),      cmocka_unit_test(test_empty_and_first_line),
-	    cmocka_unit_test(test_unstuffing),  cmocka_unit_test(test_smuggling),
-	    cmocka_unit_test(test_bare_output), cmocka_unit_test(test_line_limit),
-	    cmocka_unit_test(test_after_done),  cmocka_unit_test(test_round_trip_random),
-	    cmocka_unit_test(test_raw),
+		cmocka_unit_test(test_simple),
+		cmocka_unit_test(test_empty_and_first_line),
+		cmocka_unit_test(test_unstuffing),
+		cmocka_unit_test(test_smuggling),
+		cmocka_unit_test(test_bare_output),
+		cmocka_unit_test(test_line_limit),
+		cmocka_unit_test(test_after_done),
+		cmocka_unit_test(test_round_trip_random),
+		cmocka_unit_test(test_raw),
 	};
 	return cmocka_run_group_tests_name("msg/dotstuff", tests, NULL, NULL);
 }

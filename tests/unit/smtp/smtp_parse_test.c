@@ -38,8 +38,8 @@ static void feeder_push(struct feeder *f, const char *data, size_t len)
 	for (;;) {
 		const char *line;
 		size_t line_len, used;
-		enum smtp_line_status st =
-		    smtp_line_reader_next(&f->r, f->buf, f->len, &line, &line_len, &used);
+		enum smtp_line_status st = smtp_line_reader_next(&f->r, f->buf, f->len, &line,
+								 &line_len, &used);
 		assert_true(used <= f->len);
 		if (st != SMTP_LINE_NEED_MORE) {
 			assert_true(used > 0);
@@ -62,7 +62,7 @@ static void feeder_push(struct feeder *f, const char *data, size_t len)
 
 /* Pushes data whole and a byte at a time; both must give expect[]. */
 static void check_lines(const char *data, size_t len, size_t limit, const char *const *expect,
-                        int n_expect)
+			int n_expect)
 {
 	static struct feeder whole, bytes;
 
@@ -81,25 +81,25 @@ static void check_lines(const char *data, size_t len, size_t limit, const char *
 
 static void test_lines_simple(void **state)
 {
-	static const char *const expect[] = {"OK:EHLO client.example", "OK:MAIL FROM:<a@b>",
-	                                     "OK:", "OK:QUIT"};
+	static const char *const expect[] = { "OK:EHLO client.example", "OK:MAIL FROM:<a@b>", "OK:",
+					      "OK:QUIT" };
 	check_lines(S("EHLO client.example\r\nMAIL FROM:<a@b>\r\n\r\nQUIT\r\nRSET"), SMTP_LINE_MAX,
-	            expect, 4);
+		    expect, 4);
 }
 
 static void test_lines_bare_lf_and_cr(void **state)
 {
-	static const char *const expect[] = {"BARE_LF:NOOP", "OK:NO\rOP", "BARE_LF:", "OK:\r",
-	                                     "OK:QUIT"};
+	static const char *const expect[] = { "BARE_LF:NOOP", "OK:NO\rOP", "BARE_LF:", "OK:\r",
+					      "OK:QUIT" };
 	check_lines(S("NOOP\nNO\rOP\r\n\n\r\r\nQUIT\r\n"), SMTP_LINE_MAX, expect, 5);
 }
 
 static void test_lines_limit(void **state)
 {
 	char data[1200];
-	static const char *const too_long[] = {"TOO_LONG", "OK:NOOP"};
+	static const char *const too_long[] = { "TOO_LONG", "OK:NOOP" };
 	char expect_buf[600];
-	const char *expect[1] = {expect_buf};
+	const char *expect[1] = { expect_buf };
 
 	/* 510 octets and CRLF: exactly SMTP_LINE_MAX. */
 	memset(data, 'a', 510);
@@ -162,8 +162,8 @@ static void test_lines_huge(void **state)
 		for (;;) {
 			const char *line;
 			size_t line_len, used;
-			enum smtp_line_status st =
-			    smtp_line_reader_next(&r, buf, len, &line, &line_len, &used);
+			enum smtp_line_status st = smtp_line_reader_next(&r, buf, len, &line,
+									 &line_len, &used);
 			memmove(buf, buf + used, len - used);
 			len -= used;
 			if (st == SMTP_LINE_NEED_MORE)
@@ -194,21 +194,21 @@ static void test_lines_reset(void **state)
 	smtp_line_reader_init(&r, SMTP_LINE_MAX);
 	memset(big, 'x', sizeof(big));
 	assert_int_equal(smtp_line_reader_next(&r, big, sizeof(big), &line, &line_len, &used),
-	                 SMTP_LINE_TOO_LONG);
+			 SMTP_LINE_TOO_LONG);
 	assert_int_equal(used, sizeof(big));
 	/* Still skipping: this would be eaten... */
 	smtp_line_reader_reset(&r);
 	/* ...but after a reset (STARTTLS) the next line is read normally. */
 	assert_int_equal(smtp_line_reader_next(&r, S("EHLO x\r\n"), &line, &line_len, &used),
-	                 SMTP_LINE_OK);
+			 SMTP_LINE_OK);
 	assert_int_equal(line_len, 6);
 
 	/* Less input than the last call (a caller that dropped its buffer without a
 	 * reset) is rescanned rather than trusted. */
 	assert_int_equal(smtp_line_reader_next(&r, S("NOOP NOOP"), &line, &line_len, &used),
-	                 SMTP_LINE_NEED_MORE);
+			 SMTP_LINE_NEED_MORE);
 	assert_int_equal(smtp_line_reader_next(&r, S("Q\r\n"), &line, &line_len, &used),
-	                 SMTP_LINE_OK);
+			 SMTP_LINE_OK);
 	assert_int_equal(used, 3);
 }
 
@@ -270,7 +270,7 @@ static void test_command(void **state)
 /* ---- MAIL ---- */
 
 static enum smtp_param_error mail(const char *arg, struct mail_addr *a, struct smtp_mail_params *p,
-                                  const char **err)
+				  const char **err)
 {
 	enum smtp_param_error e = smtp_parse_mail(arg, strlen(arg), a, p, err);
 
@@ -343,9 +343,9 @@ static void test_mail_all_params(void **state)
 	const char *err;
 
 	assert_int_equal(mail("FROM:<a@b> SIZE=12345 BODY=8BITMIME SMTPUTF8 RET=HDRS "
-	                      "ENVID=QQ+2B1+3Dx AUTH=<>",
-	                      &a, &p, &err),
-	                 SMTP_PARAM_OK);
+			      "ENVID=QQ+2B1+3Dx AUTH=<>",
+			      &a, &p, &err),
+			 SMTP_PARAM_OK);
 	assert_int_equal(p.size, 12345);
 	assert_int_equal(p.body, SMTP_BODY_8BITMIME);
 	assert_true(p.smtputf8);
@@ -353,9 +353,9 @@ static void test_mail_all_params(void **state)
 	assert_string_equal(p.envid, "QQ+1=x");
 	assert_string_equal(p.auth, "<>");
 
-	assert_int_equal(
-	    mail("FROM:<a@b> size=0 body=7bit ret=full auth=joe+40example.com", &a, &p, &err),
-	    SMTP_PARAM_OK);
+	assert_int_equal(mail("FROM:<a@b> size=0 body=7bit ret=full auth=joe+40example.com", &a, &p,
+			      &err),
+			 SMTP_PARAM_OK);
 	assert_int_equal(p.size, 0);
 	assert_int_equal(p.body, SMTP_BODY_7BIT);
 	assert_int_equal(p.ret, SMTP_RET_FULL);
@@ -380,7 +380,7 @@ static void test_mail_size(void **state)
 	assert_int_equal(p.size, LLONG_MAX);
 
 	assert_int_equal(mail("FROM:<a@b> SIZE=123456789012345678901", &a, &p, &err),
-	                 SMTP_PARAM_BAD_VALUE);
+			 SMTP_PARAM_BAD_VALUE);
 	assert_string_equal(err, "5.5.4 Invalid SIZE value");
 	mail_is("FROM:<a@b> SIZE", SMTP_PARAM_BAD_VALUE);
 	mail_is("FROM:<a@b> SIZE=abc", SMTP_PARAM_BAD_VALUE);
@@ -406,9 +406,9 @@ static void test_mail_param_errors(void **state)
 	mail_is("FROM:<a@b> RET", SMTP_PARAM_BAD_VALUE);
 	mail_is("FROM:<a@b> ENVID", SMTP_PARAM_BAD_VALUE);
 	mail_is("FROM:<a@b> ENVID=a+2", SMTP_PARAM_BAD_VALUE);
-	mail_is("FROM:<a@b> ENVID=a+2b", SMTP_PARAM_BAD_VALUE);    /* hex must be upper case */
-	mail_is("FROM:<a@b> ENVID=a+00", SMTP_PARAM_BAD_VALUE);    /* NUL */
-	mail_is("FROM:<a@b> ENVID=a+0D", SMTP_PARAM_BAD_VALUE);    /* CR */
+	mail_is("FROM:<a@b> ENVID=a+2b", SMTP_PARAM_BAD_VALUE);  /* hex must be upper case */
+	mail_is("FROM:<a@b> ENVID=a+00", SMTP_PARAM_BAD_VALUE);  /* NUL */
+	mail_is("FROM:<a@b> ENVID=a+0D", SMTP_PARAM_BAD_VALUE);  /* CR */
 	mail_is("FROM:<a@b> ENVID=a+C3+BC", SMTP_PARAM_BAD_VALUE); /* not ASCII */
 	mail_is("FROM:<a@b> ENVID=\xc3\xbc", SMTP_PARAM_BAD_VALUE);
 	mail_is("FROM:<a@b> AUTH", SMTP_PARAM_BAD_VALUE);
@@ -481,11 +481,11 @@ static void test_mail_utf8(void **state)
 	assert_int_equal(mail("FROM:<j\xc3\xb6rg@example.de>", &a, &p, &err), SMTP_PARAM_UTF8_ADDR);
 	assert_string_equal(err, "5.6.7 Non-ASCII sender address requires SMTPUTF8");
 	assert_int_equal(mail("FROM:<j\xc3\xb6rg@example.de> SMTPUTF8", &a, &p, &err),
-	                 SMTP_PARAM_OK);
+			 SMTP_PARAM_OK);
 	assert_true(a.utf8);
 	assert_string_equal(a.local, "j\xc3\xb6rg");
 	assert_int_equal(mail("FROM:<u@b\xc3\xbc.de> BODY=8BITMIME SMTPUTF8", &a, &p, &err),
-	                 SMTP_PARAM_OK);
+			 SMTP_PARAM_OK);
 	/* Malformed UTF-8 is a syntax error either way. */
 	mail_is("FROM:<\xc0\xaf@x> SMTPUTF8", SMTP_PARAM_SYNTAX);
 	mail_is("FROM:<\xed\xa0\x80@x>", SMTP_PARAM_SYNTAX);
@@ -496,7 +496,7 @@ static void test_mail_utf8(void **state)
 /* ---- RCPT ---- */
 
 static enum smtp_param_error rcpt(const char *arg, unsigned flags, struct mail_addr *a,
-                                  struct smtp_rcpt_params *p, const char **err)
+				  struct smtp_rcpt_params *p, const char **err)
 {
 	enum smtp_param_error e = smtp_parse_rcpt(arg, strlen(arg), flags, a, p, err);
 
@@ -561,13 +561,13 @@ static void test_rcpt_notify(void **state)
 	assert_int_equal(rcpt("TO:<a@b> NOTIFY=SUCCESS,FAILURE", 0, &a, &p, &err), SMTP_PARAM_OK);
 	assert_int_equal(p.notify, SMTP_NOTIFY_SUCCESS | SMTP_NOTIFY_FAILURE);
 	assert_int_equal(rcpt("TO:<a@b> notify=delay,success,failure", 0, &a, &p, &err),
-	                 SMTP_PARAM_OK);
+			 SMTP_PARAM_OK);
 	assert_int_equal(p.notify, SMTP_NOTIFY_SUCCESS | SMTP_NOTIFY_FAILURE | SMTP_NOTIFY_DELAY);
 	assert_int_equal(rcpt("TO:<a@b> NOTIFY=never", 0, &a, &p, &err), SMTP_PARAM_OK);
 	assert_int_equal(p.notify, SMTP_NOTIFY_NEVER);
 
 	assert_int_equal(rcpt("TO:<a@b> NOTIFY=NEVER,SUCCESS", 0, &a, &p, &err),
-	                 SMTP_PARAM_BAD_VALUE);
+			 SMTP_PARAM_BAD_VALUE);
 	assert_string_equal(err, "5.5.4 Invalid NOTIFY value");
 	rcpt_is("TO:<a@b> NOTIFY=FAILURE,NEVER", 0, SMTP_PARAM_BAD_VALUE);
 	rcpt_is("TO:<a@b> NOTIFY=DELAY,DELAY", 0, SMTP_PARAM_BAD_VALUE);
@@ -587,9 +587,9 @@ static void test_rcpt_orcpt(void **state)
 	const char *err;
 	char arg[2000];
 
-	assert_int_equal(
-	    rcpt("TO:<a@b> ORCPT=rfc822;Bob+40Example.net NOTIFY=DELAY", 0, &a, &p, &err),
-	    SMTP_PARAM_OK);
+	assert_int_equal(rcpt("TO:<a@b> ORCPT=rfc822;Bob+40Example.net NOTIFY=DELAY", 0, &a, &p,
+			      &err),
+			 SMTP_PARAM_OK);
 	assert_string_equal(p.orcpt, "rfc822;Bob@Example.net");
 	assert_int_equal(p.notify, SMTP_NOTIFY_DELAY);
 	assert_int_equal(rcpt("TO:<a@b> orcpt=RFC822;x+2By", 0, &a, &p, &err), SMTP_PARAM_OK);
@@ -637,12 +637,13 @@ static void test_xtext(void **state)
 	assert_int_equal(smtp_xtext_decode("", 0, out, 1, &n), 0);
 	assert_int_equal(n, 0);
 
-	static const char *bad[] = {"+",   "+2",  "a+2",  "+2g", "+2b", "+g2",
-	                            "a=b", "a b", "\x80", "\t",  "+ 20"};
+	static const char *bad[] = {
+		"+", "+2", "a+2", "+2g", "+2b", "+g2", "a=b", "a b", "\x80", "\t", "+ 20",
+	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		n = 9;
 		assert_int_equal(smtp_xtext_decode(bad[i], strlen(bad[i]), out, sizeof(out), &n),
-		                 -1);
+				 -1);
 		assert_int_equal(n, 0);
 	}
 	/* The NUL needs room. */
@@ -673,23 +674,23 @@ static void test_xtext(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_lines_simple),
-	    cmocka_unit_test(test_lines_bare_lf_and_cr),
-	    cmocka_unit_test(test_lines_limit),
-	    cmocka_unit_test(test_lines_auth_limit),
-	    cmocka_unit_test(test_lines_huge),
-	    cmocka_unit_test(test_lines_reset),
-	    cmocka_unit_test(test_command),
-	    cmocka_unit_test(test_mail_basic),
-	    cmocka_unit_test(test_mail_all_params),
-	    cmocka_unit_test(test_mail_size),
-	    cmocka_unit_test(test_mail_param_errors),
-	    cmocka_unit_test(test_mail_envid_auth_length),
-	    cmocka_unit_test(test_mail_utf8),
-	    cmocka_unit_test(test_rcpt_basic),
-	    cmocka_unit_test(test_rcpt_notify),
-	    cmocka_unit_test(test_rcpt_orcpt),
-	    cmocka_unit_test(test_xtext),
+		cmocka_unit_test(test_lines_simple),
+		cmocka_unit_test(test_lines_bare_lf_and_cr),
+		cmocka_unit_test(test_lines_limit),
+		cmocka_unit_test(test_lines_auth_limit),
+		cmocka_unit_test(test_lines_huge),
+		cmocka_unit_test(test_lines_reset),
+		cmocka_unit_test(test_command),
+		cmocka_unit_test(test_mail_basic),
+		cmocka_unit_test(test_mail_all_params),
+		cmocka_unit_test(test_mail_size),
+		cmocka_unit_test(test_mail_param_errors),
+		cmocka_unit_test(test_mail_envid_auth_length),
+		cmocka_unit_test(test_mail_utf8),
+		cmocka_unit_test(test_rcpt_basic),
+		cmocka_unit_test(test_rcpt_notify),
+		cmocka_unit_test(test_rcpt_orcpt),
+		cmocka_unit_test(test_xtext),
 	};
 	return cmocka_run_group_tests_name("smtp/smtp_parse", tests, NULL, NULL);
 }
