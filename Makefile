@@ -101,9 +101,12 @@ $(BUILD)/fuzz/%: fuzz/%.c $$(call mod_srcs,$$(call fuzz_mod,$$*))
 fuzz: $(FUZZ_BINS)
 
 fuzz-smoke: $(FUZZ_BINS)
-	@set -e; for f in $(FUZZ_BINS); do n=$$(basename $$f); mkdir -p $(BUILD)/fuzz/corpus-$$n; \
-	  echo "== $$n"; ./$$f -max_total_time=$${FUZZ_SECONDS:-15} -dict=fuzz/$$n.dict \
-	  $(BUILD)/fuzz/corpus-$$n fuzz/corpus/$$n 2>&1 | tail -2; done
+	@for f in $(FUZZ_BINS); do n=$$(basename $$f); mkdir -p $(BUILD)/fuzz/corpus-$$n; \
+	  echo "== $$n"; \
+	  if ./$$f -max_total_time=$${FUZZ_SECONDS:-15} -dict=fuzz/$$n.dict \
+	       -artifact_prefix=$(BUILD)/fuzz/$$n- $(BUILD)/fuzz/corpus-$$n fuzz/corpus/$$n \
+	       > $(BUILD)/fuzz/$$n.log 2>&1; then tail -1 $(BUILD)/fuzz/$$n.log; \
+	  else tail -40 $(BUILD)/fuzz/$$n.log; echo "fuzz: $$n failed"; exit 1; fi; done
 
 docs-check: $(BUILD)/tern
 	@./$(BUILD)/tern config reference | diff -u docs/configuration.md - \
