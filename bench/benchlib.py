@@ -132,6 +132,7 @@ class RssSampler(threading.Thread):
         self.root, self.interval = root, interval
         self.stop_event = threading.Event()
         self.peak_kib, self.peak_procs, self.samples = 0, 0, 0
+        self.peak_pss_kib = 0
         self.peak_by_proc = {}
 
     def run(self):
@@ -146,6 +147,8 @@ class RssSampler(threading.Thread):
                 total += r
                 if r > self.peak_by_proc.get(p, (0, ""))[0]:
                     self.peak_by_proc[p] = (r, comm(p))
+            if self.samples % 5 == 0:
+                self.peak_pss_kib = max(self.peak_pss_kib, sum(pss_kib(p) for p in pids))
             self.samples += 1
             self.peak_kib = max(self.peak_kib, total)
             self.peak_procs = max(self.peak_procs, len(pids))
@@ -370,12 +373,18 @@ def _count(d):
         return 0
 
 
+def _loadavg():
+    with open("/proc/loadavg") as f:
+        return float(f.read().split()[0])
+
+
 def cmd_run(args):
     """Runs smtp-source against 127.0.0.1:PORT and times from its start until the
     Maildir new/ directory holds `messages` more files; samples the RSS of the server's
     process tree meanwhile.  Appends one JSON line to args.results."""
     newdir = os.path.join(args.maildir, "new")
     base = _count(newdir)
+    load_before = _loadavg()
     want = base + args.messages
     sampler = RssSampler(args.root_pid, args.interval)
     sampler.start()
@@ -421,18 +430,21 @@ def cmd_run(args):
         "seconds": round((done_at or time.monotonic()) - t0, 3),
         "accept_seconds": round(source_done_at - t0, 3),
         "peak_rss_kib": sampler.peak_kib, "peak_procs": sampler.peak_procs,
+        "peak_pss_kib": sampler.peak_pss_kib,
+        "loadavg_before": load_before, "loadavg_after": _loadavg(),
         "rss_samples": sampler.samples,
         "peak_rss_by_proc": sorted(((v[1], v[0]) for v in sampler.peak_by_proc.values()),
                                    key=lambda x: -x[1])[:12],
     })
     out["msgs_per_s"] = round(args.messages / out["seconds"], 1) if done_at else 0.0
+    out["accept_msgs_per_s"] = round(args.messages / max(0.001, out["accept_seconds"]), 1)
     with open(args.results, "a") as f:
         f.write(json.dumps(out) + "\n")
     print("%-8s sessions=%-3d %s  %6.1f msg/s  (%.2f s; smtp-source done at %.2f s)  "
-          "delivered=%d/%d  peak RSS %.1f MiB over %d procs" % (
+          "delivered=%d/%d  peak RSS %.1f MiB over %d procs  load %.1f" % (
               args.name, args.sessions, "ok " if out["ok"] else "FAIL", out["msgs_per_s"],
               out["seconds"], out["accept_seconds"], out["delivered_after_settle"],
-              args.messages, sampler.peak_kib / 1024, sampler.peak_procs))
+              args.messages, sampler.peak_kib / 1024, sampler.peak_procs, load_before))
     if stderr:
         sys.stdout.write("  smtp-source stderr: %s\n" % stderr.decode("utf-8", "replace")
                          .strip().replace("\n", "\n  ")[:1500])
@@ -592,6 +604,21 @@ def _mib(kib):
     return "%.1f MiB" % (kib / 1024.0)
 
 
+def _peak_cell(rs, key="peak_rss_kib"):
+    """Lowest per-round peak (with its process count), and the highest when it differs
+    much: Postfix keeps idle processes of the previous run for max_idle (100 s)."""
+    lo = min(rs, key=lambda r: r.get(key, 0))
+    hi = max(rs, key=lambda r: r.get(key, 0))
+    txt = _mib(lo.get(key, 0))
+    if key == "peak_rss_kib":
+        txt += " (%d procs)" % lo["peak_procs"]
+    if hi.get(key, 0) > 1.2 * lo.get(key, 0):
+        txt += "; up to %s" % _mib(hi.get(key, 0))
+        if key == "peak_rss_kib":
+            txt += " (%d procs)" % hi["peak_procs"]
+    return txt
+
+
 def cmd_report(args):
     runs, idle = [], {}
     with open(args.results) as f:
@@ -602,92 +629,103 @@ def cmd_report(args):
             else:
                 runs.append(r)
     sessions = sorted({r["sessions"] for r in runs})
-    lines = []
-    lines.append("| workload | tern msg/s | Postfix msg/s | tern / Postfix | tern peak RSS |"
-                 " Postfix peak RSS |")
-    lines.append("|---|---:|---:|---:|---:|---:|")
-    summary = {}
+    names = {"tern": "tern", "postfix": "Postfix"}
+    med = {}
     for s in sessions:
-        cell = {}
-        for name in ("tern", "postfix"):
+        for name in names:
+            rs = [r for r in runs if r["sessions"] == s and r["server"] == name]
+            if rs:
+                med[s, name] = statistics.median(r["msgs_per_s"] for r in rs)
+    lines = ["| workload | tern msg/s | Postfix msg/s | tern / Postfix | tern peak RSS |"
+             " Postfix peak RSS |", "|---|---:|---:|---:|---:|---:|"]
+    for s in sessions:
+        cells = []
+        for name in names:
             rs = [r for r in runs if r["sessions"] == s and r["server"] == name]
             if not rs:
-                cell[name] = None
+                cells.append(("-", "-"))
                 continue
             rates = [r["msgs_per_s"] for r in rs]
-            cell[name] = {
-                "median": statistics.median(rates), "min": min(rates), "max": max(rates),
-                "n": len(rates), "fails": sum(1 for r in rs if not r["ok"]),
-                "peak": max(r["peak_rss_kib"] for r in rs),
-                "procs": max(r["peak_procs"] for r in rs),
-                "messages": rs[0]["messages"], "length": rs[0]["length"],
-            }
-        summary[s] = cell
-
-        def fmt(c):
-            if c is None:
-                return "-"
-            txt = "%.0f" % c["median"]
-            if c["n"] > 1:
-                txt += " (%.0f-%.0f)" % (c["min"], c["max"])
-            if c["fails"]:
-                txt += " **%d failed**" % c["fails"]
-            return txt
-
-        t, p = cell.get("tern"), cell.get("postfix")
-        ratio = "%.2fx" % (t["median"] / p["median"]) if t and p and p["median"] else "-"
-        m = (t or p)
-        lines.append("| smtp-source -s %d, %d x %d B | %s | %s | %s | %s | %s |" % (
-            s, m["messages"], m["length"], fmt(t), fmt(p), ratio,
-            _mib(t["peak"]) + " (%d procs)" % t["procs"] if t else "-",
-            _mib(p["peak"]) + " (%d procs)" % p["procs"] if p else "-"))
+            txt = "%.0f" % med[s, name]
+            if len(rates) > 1:
+                txt += " (%.0f-%.0f)" % (min(rates), max(rates))
+            fails = sum(1 for r in rs if not r["ok"])
+            if fails:
+                txt += " **%d of %d runs failed**" % (fails, len(rs))
+            cells.append((txt, _peak_cell(rs)))
+        ratio = "-"
+        if med.get((s, "tern")) and med.get((s, "postfix")):
+            ratio = "%.2fx" % (med[s, "tern"] / med[s, "postfix"])
+        r0 = [r for r in runs if r["sessions"] == s][0]
+        lines.append("| smtp-source -s %d, %d msgs x %d B | %s | %s | %s | %s | %s |" % (
+            s, r0["messages"], r0["length"], cells[0][0], cells[1][0], ratio,
+            cells[0][1], cells[1][1]))
     t, p = idle.get("tern"), idle.get("postfix")
-    if t or p:
+    for key, label in (("rss", "RSS"), ("pss", "PSS")):
+        if not (t or p):
+            break
+
         def icell(r):
             if r is None:
                 return "-"
-            txt = "%.1f KiB/conn" % r["kib_per_conn_rss"]
+            txt = "%.1f KiB/conn" % r["kib_per_conn_" + key]
             if r["still_open_at_measure"] < r["target"]:
-                txt += " (only %d of %d open: %s)" % (r["still_open_at_measure"], r["target"],
-                                                     r["stop_reason"])
+                txt += " (%d of %d open: %s)" % (r["still_open_at_measure"], r["target"],
+                                                r["stop_reason"])
             return txt
 
+        def total(r):
+            if r is None:
+                return "-"
+            return "%s -> %s (%d -> %d procs)" % (
+                _mib(r["before"][key + "_kib"]), _mib(r["after"][key + "_kib"]),
+                r["before"]["procs"], r["after"]["procs"])
+
         ratio = "-"
-        if t and p and p["kib_per_conn_rss"] > 0:
-            ratio = "%.4fx" % (t["kib_per_conn_rss"] / p["kib_per_conn_rss"])
-        lines.append("| %d idle plaintext connections, RSS sum per connection | %s | %s | %s"
-                     " | %s | %s |" % (
-                         (t or p)["target"], icell(t), icell(p), ratio,
-                         _mib(t["after"]["rss_kib"]) + " (%d procs)" % t["after"]["procs"]
-                         if t else "-",
-                         _mib(p["after"]["rss_kib"]) + " (%d procs)" % p["after"]["procs"]
-                         if p else "-"))
-        if t and p:
-            lines.append("| same, PSS sum per connection (shared pages split) | %.1f KiB | "
-                         "%.1f KiB | %.4fx | %s | %s |" % (
-                             t["kib_per_conn_pss"], p["kib_per_conn_pss"],
-                             t["kib_per_conn_pss"] / p["kib_per_conn_pss"]
-                             if p["kib_per_conn_pss"] else 0,
-                             _mib(t["after"]["pss_kib"]) + " PSS",
-                             _mib(p["after"]["pss_kib"]) + " PSS"))
-    lines.append("")
-    lines.append("Messages/s: median over rounds (min-max in parentheses), from the start of "
-                 "smtp-source until the last message is a file in Maildir new/. Peak RSS: "
-                 "highest sum of VmRSS over all the server's processes, sampled every "
-                 "0.1 s. Idle: (RSS after - RSS before) / open connections.")
+        if t and p and p["kib_per_conn_" + key] > 0:
+            ratio = "%.4fx" % (t["kib_per_conn_" + key] / p["kib_per_conn_" + key])
+        lines.append("| %d idle plaintext connections, %s sum per connection | %s | %s | %s"
+                     " | %s | %s |" % ((t or p)["target"], label, icell(t), icell(p), ratio,
+                                       total(t), total(p)))
+    lines += [
+        "",
+        "msg/s: median over rounds (lowest-highest in parentheses), timed from the start of"
+        " smtp-source until the last message is a file in the Maildir new/. Peak RSS: the"
+        " highest sum of VmRSS over all the server's processes, sampled every 0.1 s; the"
+        " lowest per-round peak is shown first. Idle rows: (after - before) / connections"
+        " still open at the measurement; the peak columns show the totals before -> after.",
+        "",
+        "Detail (medians over rounds): accept rate = messages / time until smtp-source got"
+        " its last reply; peak PSS (shared pages divided among the processes sharing them),"
+        " sampled every 0.5 s.",
+        "",
+        "| server | sessions | delivered msg/s | accept msg/s | peak PSS | per-round"
+        " delivered msg/s | load avg at start |",
+        "|---|---:|---:|---:|---:|---|---|",
+    ]
+    for name in names:
+        for s in sessions:
+            rs = [r for r in runs if r["sessions"] == s and r["server"] == name]
+            if not rs:
+                continue
+            lines.append("| %s | %d | %.0f | %.0f | %s | %s | %s |" % (
+                names[name], s, med[s, name],
+                statistics.median(r.get("accept_msgs_per_s", 0) for r in rs),
+                _peak_cell(rs, "peak_pss_kib"),
+                ", ".join("%.0f" % r["msgs_per_s"] for r in rs),
+                ", ".join("%.1f" % r.get("loadavg_before", 0) for r in rs)))
     goals = []
     for s, need in ((50, 2.0), (10, 1.5)):
-        c = summary.get(s, {})
-        if c.get("tern") and c.get("postfix") and c["postfix"]["median"]:
-            r = c["tern"]["median"] / c["postfix"]["median"]
+        if med.get((s, "tern")) and med.get((s, "postfix")):
+            r = med[s, "tern"] / med[s, "postfix"]
             goals.append("- %d sessions: tern/Postfix = %.2fx, goal >= %.1fx: **%s**" % (
                 s, r, need, "met" if r >= need else "NOT met"))
     if t:
         ok = t["kib_per_conn_rss"] <= 16 and t["still_open_at_measure"] >= t["target"]
-        goals.append("- idle: tern %.2f KiB per connection (%d open), goal <= 16 KiB: **%s**"
-                     % (t["kib_per_conn_rss"], t["still_open_at_measure"],
-                        "met" if ok else "NOT met"))
-    text = "\n".join(lines + ["", "Goals (issue 2):"] + goals) + "\n"
+        goals.append("- idle: tern %.2f KiB per connection (%d of %d open), goal <= 16 KiB:"
+                     " **%s**" % (t["kib_per_conn_rss"], t["still_open_at_measure"],
+                                  t["target"], "met" if ok else "NOT met"))
+    text = "\n".join(lines + ["", "Goals (issue 2):", ""] + goals) + "\n"
     print(text)
     with open(args.md, "w") as f:
         f.write(text)
@@ -735,7 +773,7 @@ def main():
     p.add_argument("--n", type=int, default=10000)
     p.add_argument("--inflight", type=int, default=200)
     p.add_argument("--timeout", type=int, default=240)
-    p.add_argument("--stall", type=int, default=30)
+    p.add_argument("--stall", type=int, default=60)
     p.add_argument("--greet-timeout", type=int, default=60)
     p.add_argument("--settle", type=float, default=3.0)
     p.add_argument("--min-mem-mib", type=int, default=4096)

@@ -7,6 +7,7 @@ Environment:
   TERN_KEEP       1 keeps the temporary directories (their paths are printed)
 """
 
+import atexit
 import base64
 import os
 import re
@@ -545,6 +546,8 @@ class Tern:
         return out
 
     def kill_group(self):
+        """SIGKILL to the whole group; returns once no member is left (killed workers
+        still hold their SO_REUSEPORT sockets until they are really gone)."""
         try:
             os.killpg(self.proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
@@ -553,6 +556,9 @@ class Tern:
             self.proc.wait(timeout=T(10))
         except subprocess.TimeoutExpired:
             pass
+        deadline = time.monotonic() + T(10)
+        while self.group_members() and time.monotonic() < deadline:
+            time.sleep(0.02)
 
     def cleanup(self):
         if self.proc is not None and self.proc.poll() is None:
@@ -758,8 +764,26 @@ class Tern:
             return c
 
 
-def _has_sanitizer_report(t, offsets):
-    return t.sanitizer_report(offsets.get(t, (0, 0))[1])
+def _kill_leftovers():
+    """Servers run in their own session (no terminal signal reaches them): an
+    interrupted run must not leave them behind."""
+    for t in list(Tern.running):
+        if t.proc is not None:
+            try:
+                os.killpg(t.proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
+atexit.register(_kill_leftovers)
+
+
+def _sigterm(signum, frame):
+    raise KeyboardInterrupt("SIGTERM")  # pytest then runs the teardowns
+
+
+if threading.current_thread() is threading.main_thread():
+    signal.signal(signal.SIGTERM, _sigterm)
 
 
 @pytest.fixture(autouse=True)
