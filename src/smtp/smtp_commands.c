@@ -308,6 +308,12 @@ static void cmd_help(struct smtp_session *s, const char *arg, size_t len)
 		 "STARTTLS AUTH");
 }
 
+static void cmd_expn(struct smtp_session *s, const char *arg, size_t len)
+{
+	/* RFC 5321 3.5.2: lists are not disclosed. */
+	smtp_reply(s, "502 5.5.1 EXPN is not available");
+}
+
 static void cmd_starttls(struct smtp_session *s, const char *arg, size_t len)
 {
 	if (len > 0) {
@@ -342,6 +348,7 @@ static const struct smtp_cmd smtp_cmds[] = {
 	{ "QUIT",     cmd_quit,       ST_ANY,                NULL },
 	{ "VRFY",     cmd_vrfy,       ST_ANY,                NULL },
 	{ "HELP",     cmd_help,       ST_ANY,                NULL },
+	{ "EXPN",     cmd_expn,       ST_ANY,                NULL },
 	{ "STARTTLS", cmd_starttls,   ST_GREETED | ST_READY, "503 5.5.1 STARTTLS is not allowed during a mail transaction" },
 	{ "AUTH",     smtp_cmd_auth,  ST_READY,              "503 5.5.1 AUTH is not allowed during a mail transaction" },
 };

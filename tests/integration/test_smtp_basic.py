@@ -329,6 +329,7 @@ def test_small_commands(tern):
     with tern.raw("smtp") as c:
         c.ehlo()
         assert c.cmd("VRFY demo@example.test").code == 252
+        assert c.cmd("EXPN staff@example.test").code == 502
         assert c.cmd("HELP").code == 214
         assert c.cmd("NOOP").code == 250
         r = c.cmd("FROBNICATE now")
