@@ -60,6 +60,25 @@ static void cmd_helo(struct smtp_session *s, const char *arg, size_t len)
 		smtp_reply(s, "250 %s", s->srv->hostname);
 }
 
+/* Answers a MAIL/RCPT parse failure (error starts with the enhanced code).  1 when it
+ * did, 0 for SMTP_PARAM_OK. */
+static int reply_param_error(struct smtp_session *s, enum smtp_param_error e, const char *error)
+{
+	switch (e) {
+	case SMTP_PARAM_OK:
+		return 0;
+	case SMTP_PARAM_UNKNOWN:
+		smtp_reply(s, "555 %s", error);
+		return 1;
+	case SMTP_PARAM_UTF8_ADDR:
+		smtp_reply(s, "553 %s", error);
+		return 1;
+	default:
+		smtp_reply(s, "501 %s", error);
+		return 1;
+	}
+}
+
 static int auth_required(struct smtp_session *s)
 {
 	return s->role != SMTP_ROLE_MX && s->auth_user[0] == '\0';
@@ -75,19 +94,8 @@ static void cmd_mail(struct smtp_session *s, const char *arg, size_t len)
 	struct smtp_txn *t = &s->txn;
 	const char *error = "syntax error";
 	smtp_txn_end(s);
-	switch (smtp_parse_mail(arg, len, &addr, &t->params, &error)) {
-	case SMTP_PARAM_OK:
-		break;
-	case SMTP_PARAM_UNKNOWN:
-		smtp_reply(s, "555 %s", error);
+	if (reply_param_error(s, smtp_parse_mail(arg, len, &addr, &t->params, &error), error))
 		return;
-	case SMTP_PARAM_UTF8_ADDR:
-		smtp_reply(s, "553 %s", error);
-		return;
-	default:
-		smtp_reply(s, "501 %s", error);
-		return;
-	}
 	if (t->params.size > s->srv->set.max_message_size) {
 		smtp_reply(s, "552 5.3.4 Message size exceeds fixed maximum message size (%lld bytes)",
 		      s->srv->set.max_message_size);
@@ -125,20 +133,9 @@ static void cmd_rcpt(struct smtp_session *s, const char *arg, size_t len)
 		      s->srv->set.max_recipients);
 		return;
 	}
-	switch (smtp_parse_rcpt(arg, len, t->params.smtputf8 ? ADDR_ALLOW_UTF8 : 0, &addr, &p,
-				&error)) {
-	case SMTP_PARAM_OK:
-		break;
-	case SMTP_PARAM_UNKNOWN:
-		smtp_reply(s, "555 %s", error);
+	unsigned flags = t->params.smtputf8 ? ADDR_ALLOW_UTF8 : 0;
+	if (reply_param_error(s, smtp_parse_rcpt(arg, len, flags, &addr, &p, &error), error))
 		return;
-	case SMTP_PARAM_UTF8_ADDR:
-		smtp_reply(s, "553 %s", error);
-		return;
-	default:
-		smtp_reply(s, "501 %s", error);
-		return;
-	}
 	char shown[600];
 	if (addr_format(&addr, shown, sizeof(shown)) < 0)
 		snprintf(shown, sizeof(shown), "?");

@@ -826,15 +826,24 @@ def own_cert(tern_bin):
     shutil.rmtree(d, ignore_errors=True)
 
 
-def _running(t):
+def started(t):
+    """Starts t; if that fails, stops and removes it before re-raising."""
     try:
-        t.setup_accounts()
         t.start()
     except BaseException:
         t.stop()
         t.cleanup()
         raise
     return t
+
+
+def _running(t):
+    try:
+        t.setup_accounts()
+    except BaseException:
+        t.cleanup()
+        raise
+    return started(t)
 
 
 def _finish(t):

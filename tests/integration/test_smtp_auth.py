@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import (BOB, DEMO, T, Tern, _finish, make_message, message_id_of, uniq,
+from conftest import (started, BOB, DEMO, T, Tern, _finish, make_message, message_id_of, uniq,
                       wait_for)
 
 EXTERNAL = "someone@other.test"
@@ -22,12 +22,7 @@ def tern(tern_bin):
     t = Tern(smtp={"auth_max_failures": "1000"})
     t.setup_accounts()
     t.add_alias("sales@example.test", DEMO)
-    try:
-        t.start()
-    except BaseException:
-        t.stop()
-        t.cleanup()
-        raise
+    started(t)
     yield t
     _finish(t)
 

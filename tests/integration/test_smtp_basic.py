@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from conftest import (BOB, DEMO, HOSTNAME, T, Tern, _finish, dot_stuff, ipv6_loopback_available, make_message,
+from conftest import (started, BOB, DEMO, HOSTNAME, T, Tern, _finish, dot_stuff, ipv6_loopback_available, make_message,
                       message_id_of, parse_log_line, prefix_header_names, split_prefix,
                       uniq, unfolded_headers, wait_for)
 
@@ -25,12 +25,7 @@ def tern(tern_bin):
     t.add_alias(UTF8_ALIAS, BOB)
     t.add_domain("catch.test")
     t.add_alias("@catch.test", BOB)
-    try:
-        t.start()
-    except BaseException:
-        t.stop()
-        t.cleanup()
-        raise
+    started(t)
     yield t
     _finish(t)
 

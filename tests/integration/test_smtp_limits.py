@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import (BOB, DEMO, HOSTNAME, T, Tern, RawSMTP, _finish, client_ssl_context,
+from conftest import (started, BOB, DEMO, HOSTNAME, T, Tern, RawSMTP, _finish, client_ssl_context,
                       make_message, message_id_of, run_threads, uniq, wait_for)
 
 MAX_SIZE = 100 * 1024
@@ -23,12 +23,7 @@ def tern(tern_bin):
     t.setup_accounts()
     for i in range(MAX_RCPT + 2):
         t.add_alias("r%d@example.test" % i, DEMO)
-    try:
-        t.start()
-    except BaseException:
-        t.stop()
-        t.cleanup()
-        raise
+    started(t)
     yield t
     _finish(t)
 

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from conftest import (BOB, DEMO, T, Tern, _finish, make_message, message_id_of, uniq,
+from conftest import (started, BOB, DEMO, T, Tern, _finish, make_message, message_id_of, uniq,
                       wait_for)
 
 RELAY_FORMS = [
@@ -29,12 +29,7 @@ RELAY_FORMS = [
 def tern(tern_bin):
     t = Tern()
     t.setup_accounts()
-    try:
-        t.start()
-    except BaseException:
-        t.stop()
-        t.cleanup()
-        raise
+    started(t)
     yield t
     _finish(t)
 

@@ -4,6 +4,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "../test_util.h"
+
 #define _XOPEN_SOURCE_EXTENDED 1
 #include <ftw.h>
 #include <sqlite3.h>
@@ -25,17 +27,11 @@ struct fixture {
 	struct directory *d;
 };
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	return remove(path);
-}
-
 static int setup(void **state)
 {
 	struct fixture *f = calloc(1, sizeof(*f));
 	const char *error = NULL;
-	snprintf(f->dir, sizeof(f->dir), "/tmp/tern-directory-test-XXXXXX");
-	assert_non_null(mkdtemp(f->dir));
+	assert_int_equal(test_tmpdir_new(f->dir, sizeof(f->dir), "directory"), 0);
 	f->d = directory_open(f->dir, &error);
 	if (f->d == NULL)
 		fail_msg("directory_open: %s", error);
@@ -48,7 +44,7 @@ static int teardown(void **state)
 	struct fixture *f = *state;
 	directory_close(&f->d);
 	assert_null(f->d);
-	nftw(f->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	test_rm_rf(f->dir);
 	free(f);
 	return 0;
 }

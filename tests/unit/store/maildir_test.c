@@ -6,6 +6,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "../test_util.h"
+
 #include "base/file.h"
 #include "store/maildir.h"
 
@@ -25,19 +27,10 @@ struct fixture {
 	char src[128];  /* a stand-in for the queue file */
 };
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
 static int setup(void **state)
 {
 	struct fixture *f = calloc(1, sizeof(*f));
-	snprintf(f->dir, sizeof(f->dir), "/tmp/tern-maildir-test.XXXXXX");
-	if (mkdtemp(f->dir) == NULL)
+	if (test_tmpdir_new(f->dir, sizeof(f->dir), "maildir") < 0)
 		return -1;
 	snprintf(f->root, sizeof(f->root), "%s/mail", f->dir);
 	snprintf(f->src, sizeof(f->src), "%s/source", f->dir);
@@ -48,7 +41,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	struct fixture *f = *state;
-	nftw(f->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	test_rm_rf(f->dir);
 	free(f);
 	return 0;
 }
