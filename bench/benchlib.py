@@ -70,6 +70,24 @@ def process_tree(root):
     return out
 
 
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_seconds(root):
+    """user+system CPU of root and its descendants, plus that of the children they
+    have reaped (cutime/cstime), in seconds."""
+    ticks = 0
+    for pid in process_tree(root):
+        try:
+            with open("/proc/%d/stat" % pid, "rb") as f:
+                data = f.read()
+        except OSError:
+            continue
+        rest = data[data.rfind(b")") + 2:].split()
+        ticks += sum(int(x) for x in rest[11:15])
+    return ticks / CLK_TCK
+
+
 def vmrss_kib(pid):
     try:
         with open("/proc/%d/status" % pid) as f:
@@ -386,6 +404,8 @@ def cmd_run(args):
     base = _count(newdir)
     load_before = _loadavg()
     want = base + args.messages
+    cpu_before = tree_cpu_seconds(args.root_pid)
+    client_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     sampler = RssSampler(args.root_pid, args.interval)
     sampler.start()
     cmd = [args.smtp_source, "-4", "-s", str(args.sessions), "-m", str(args.messages),
@@ -422,6 +442,10 @@ def cmd_run(args):
     # A second look after a pause shows duplicates (more files than messages sent).
     time.sleep(args.settle)
     final = _count(newdir)
+    cpu = tree_cpu_seconds(args.root_pid) - cpu_before
+    client_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    client_cpu = (client_after.ru_utime + client_after.ru_stime
+                  - client_before.ru_utime - client_before.ru_stime)
     out.update({
         "ok": done_at is not None and proc.returncode == 0 and final == want,
         "smtp_source_rc": proc.returncode,
@@ -431,6 +455,7 @@ def cmd_run(args):
         "accept_seconds": round(source_done_at - t0, 3),
         "peak_rss_kib": sampler.peak_kib, "peak_procs": sampler.peak_procs,
         "peak_pss_kib": sampler.peak_pss_kib,
+        "server_cpu_s": round(cpu, 2), "client_cpu_s": round(client_cpu, 2),
         "loadavg_before": load_before, "loadavg_after": _loadavg(),
         "rss_samples": sampler.samples,
         "peak_rss_by_proc": sorted(((v[1], v[0]) for v in sampler.peak_by_proc.values()),
@@ -441,10 +466,10 @@ def cmd_run(args):
     with open(args.results, "a") as f:
         f.write(json.dumps(out) + "\n")
     print("%-8s sessions=%-3d %s  %6.1f msg/s  (%.2f s; smtp-source done at %.2f s)  "
-          "delivered=%d/%d  peak RSS %.1f MiB over %d procs  load %.1f" % (
+          "delivered=%d/%d  peak RSS %.1f MiB over %d procs  CPU %.1f s (client %.1f s)" % (
               args.name, args.sessions, "ok " if out["ok"] else "FAIL", out["msgs_per_s"],
               out["seconds"], out["accept_seconds"], out["delivered_after_settle"],
-              args.messages, sampler.peak_kib / 1024, sampler.peak_procs, load_before))
+              args.messages, sampler.peak_kib / 1024, sampler.peak_procs, cpu, client_cpu))
     if stderr:
         sys.stdout.write("  smtp-source stderr: %s\n" % stderr.decode("utf-8", "replace")
                          .strip().replace("\n", "\n  ")[:1500])
@@ -697,10 +722,11 @@ def cmd_report(args):
         "",
         "Detail (medians over rounds): accept rate = messages / time until smtp-source got"
         " its last reply; peak PSS (shared pages divided among the processes sharing them),"
-        " sampled every 0.5 s.",
+        " sampled every 0.5 s; server CPU = user+system time of all the server's processes"
+        " (and of the children they reaped) during the run, per message.",
         "",
-        "| server | sessions | delivered msg/s | accept msg/s | peak PSS | per-round"
-        " delivered msg/s | load avg at start |",
+        "| server | sessions | delivered msg/s | accept msg/s | peak PSS | server CPU ms/msg |"
+        " per-round delivered msg/s |",
         "|---|---:|---:|---:|---:|---|---|",
     ]
     for name in names:
@@ -708,12 +734,13 @@ def cmd_report(args):
             rs = [r for r in runs if r["sessions"] == s and r["server"] == name]
             if not rs:
                 continue
-            lines.append("| %s | %d | %.0f | %.0f | %s | %s | %s |" % (
+            lines.append("| %s | %d | %.0f | %.0f | %s | %.2f | %s |" % (
                 names[name], s, med[s, name],
                 statistics.median(r.get("accept_msgs_per_s", 0) for r in rs),
                 _peak_cell(rs, "peak_pss_kib"),
-                ", ".join("%.0f" % r["msgs_per_s"] for r in rs),
-                ", ".join("%.1f" % r.get("loadavg_before", 0) for r in rs)))
+                statistics.median(1000.0 * r.get("server_cpu_s", 0) / r["messages"]
+                                  for r in rs),
+                ", ".join("%.0f" % r["msgs_per_s"] for r in rs)))
     goals = []
     for s, need in ((50, 2.0), (10, 1.5)):
         if med.get((s, "tern")) and med.get((s, "postfix")):

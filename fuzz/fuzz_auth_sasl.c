@@ -2,6 +2,8 @@
  * canonical, any accepted PLAIN or LOGIN message re-encodes to exactly the input.
  * Input: the client's base64 response. */
 #include <stdint.h>
+
+#include "fuzz_check.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,14 +11,6 @@
 #include "auth/sasl.h"
 #include "msg/base64.h"
 
-#define CHECK(cond)                                                                  \
-	do {                                                                         \
-		if (!(cond)) {                                                       \
-			fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, \
-				#cond);                                              \
-			abort();                                                     \
-		}                                                                    \
-	} while (0)
 
 static void check_reencodes(const unsigned char *raw, size_t n, const char *in, size_t len)
 {

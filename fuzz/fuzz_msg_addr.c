@@ -3,20 +3,14 @@
  * same local part and domain and is never longer than what was parsed.
  * Input: one byte of flags, then the text. */
 #include <stdint.h>
+
+#include "fuzz_check.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "msg/addr.h"
 
-#define CHECK(cond)                                                                  \
-	do {                                                                         \
-		if (!(cond)) {                                                       \
-			fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, \
-				#cond);                                              \
-			abort();                                                     \
-		}                                                                    \
-	} while (0)
 
 static int has_8bit(const char *s)
 {

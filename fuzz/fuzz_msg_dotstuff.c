@@ -4,20 +4,14 @@
  * (or a first line "."), clean bodies decoded byte for byte, RAW mode untouched.
  * Input: mode/limit byte, 4 split-size bytes, then the body. */
 #include <stdint.h>
+
+#include "fuzz_check.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "msg/dotstuff.h"
 
-#define CHECK(cond)                                                                  \
-	do {                                                                         \
-		if (!(cond)) {                                                       \
-			fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, \
-				#cond);                                              \
-			abort();                                                     \
-		}                                                                    \
-	} while (0)
 
 struct run {
 	struct data_decoder d;

@@ -4,20 +4,14 @@
  * parsers.  The whole input is also given to the argument parsers and to xtext.
  * Input: a control byte (line limit, RCPT flags, piece size), then the stream. */
 #include <stdint.h>
+
+#include "fuzz_check.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "smtp/smtp_parse.h"
 
-#define CHECK(cond)                                                                  \
-	do {                                                                         \
-		if (!(cond)) {                                                       \
-			fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, \
-				#cond);                                              \
-			abort();                                                     \
-		}                                                                    \
-	} while (0)
 
 static int is_printable(const char *s)
 {
