@@ -75,7 +75,9 @@ static int deliver_one(const struct delivery_ctx *ctx, struct queue_envelope *en
 			  r->addr, error, disk_full ? " reason=disk_full" : "");
 		return 0;
 	}
-	if (queue_file_set_status(fd, r, QUEUE_STATUS_DELIVERED, &error) < 0) {
+	/* Not synced: if the mark is lost in a crash, the repeat finds the Maildir copy by
+	 * its deterministic name.  One fdatasync covers the file if it stays queued. */
+	if (queue_file_set_status(fd, r, QUEUE_STATUS_DELIVERED, 0, &error) < 0) {
 		log_error("delivery", "event=deferred qid=%s rcpt=<%s> error=\"%s\"", env->id,
 			  r->addr, error);
 		return 0;
@@ -116,7 +118,7 @@ enum delivery_result delivery_local_run(const struct delivery_ctx *ctx, const ch
 			break;
 		case RCPT_NO_ACCOUNT:
 			/* The account went away after the message was accepted. */
-			if (queue_file_set_status(fd, r, QUEUE_STATUS_FAILED, &error) < 0) {
+			if (queue_file_set_status(fd, r, QUEUE_STATUS_FAILED, 1, &error) < 0) {
 				retry = 1;
 				pending++;
 			} else {
@@ -136,12 +138,13 @@ enum delivery_result delivery_local_run(const struct delivery_ctx *ctx, const ch
 	}
 	enum delivery_result result;
 	if (pending == 0) {
+		/* The directory is not fsynced: an unlink lost in a crash only means the file
+		 * is looked at again, and every recipient is found done. */
 		if (unlink(path) < 0 && errno != ENOENT) {
 			log_error("delivery", "event=remove_failed qid=%s error=\"%s\"", env.id,
 				  strerror(errno));
 			result = DELIVERY_RETRY;
 		} else {
-			file_fsync_dir(ctx->queue_dir);
 			log_info("delivery", "event=removed qid=%s", env.id);
 			result = DELIVERY_DONE;
 		}
@@ -152,6 +155,8 @@ enum delivery_result delivery_local_run(const struct delivery_ctx *ctx, const ch
 				     "is not available yet\"", env.id, remote);
 		result = DELIVERY_PARKED;
 	}
+	if (pending > 0 && fdatasync(fd) < 0)
+		log_warn("delivery", "event=sync_failed qid=%s error=\"%s\"", env.id, strerror(errno));
 	close(fd);
 	queue_envelope_free(&env);
 	return result;

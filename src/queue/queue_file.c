@@ -768,7 +768,8 @@ fail:
 	return -1;
 }
 
-int queue_file_set_status(int fd, struct queue_rcpt *r, char status, const char **error_r)
+int queue_file_set_status(int fd, struct queue_rcpt *r, char status, int sync,
+			  const char **error_r)
 {
 	if (!queue_status_valid(status))
 		return queue_fail(error_r, "invalid status byte 0x%02x", (unsigned char)status);
@@ -793,7 +794,7 @@ int queue_file_set_status(int fd, struct queue_rcpt *r, char status, const char 
 	if (n != 1)
 		return queue_fail(error_r, "cannot write status: %s",
 				  n < 0 ? strerror(errno) : "short write");
-	if (fdatasync(fd) < 0)
+	if (sync && fdatasync(fd) < 0)
 		return queue_fail(error_r, "cannot fdatasync status: %s", strerror(errno));
 	r->status = status;
 	return 0;

@@ -133,10 +133,12 @@ off_t queue_writer_size(const struct queue_writer *w);
  * does not exist (delivered and removed meanwhile). */
 int queue_file_open(const char *path, struct queue_envelope *env, int *fd_r,
 		    const char **error_r);
-/* Sets the status byte of r in the file (pwrite at r->status_off, then fdatasync) and
- * r->status.  status must be a printable ASCII character other than space (so that the
- * record framing stays intact).  0 or -1 with *error_r. */
-int queue_file_set_status(int fd, struct queue_rcpt *r, char status, const char **error_r);
+/* Sets the status byte of r in the file (pwrite at r->status_off, then fdatasync when
+ * sync is set) and r->status.  status must be a printable ASCII character other than
+ * space (so that the record framing stays intact).  Without sync the caller either
+ * removes the file next or calls fdatasync itself.  0 or -1 with *error_r. */
+int queue_file_set_status(int fd, struct queue_rcpt *r, char status, int sync,
+			  const char **error_r);
 
 /* Calls cb for each committed message in queue_dir, in id order (so roughly arrival
  * order); skips tmp/ and every name that is not a queue id.  id is borrowed for the

@@ -251,19 +251,19 @@ static void test_status_survives_reopen(void **state)
 	path_of(f, id, path, sizeof(path));
 
 	assert_int_equal(queue_file_open(path, &out, &fd, &err), 0);
-	assert_int_equal(queue_file_set_status(fd, &out.rcpts[1], QUEUE_STATUS_DELIVERED, &err),
+	assert_int_equal(queue_file_set_status(fd, &out.rcpts[1], QUEUE_STATUS_DELIVERED, 1, &err),
 			 0);
 	assert_int_equal(out.rcpts[1].status, QUEUE_STATUS_DELIVERED);
-	assert_int_equal(queue_file_set_status(fd, &out.rcpts[2], QUEUE_STATUS_FAILED, &err), 0);
+	assert_int_equal(queue_file_set_status(fd, &out.rcpts[2], QUEUE_STATUS_FAILED, 1, &err), 0);
 	/* Bytes that would break the framing are refused, and nothing is written. */
-	assert_int_equal(queue_file_set_status(fd, &out.rcpts[0], '\n', &err), -1);
-	assert_int_equal(queue_file_set_status(fd, &out.rcpts[0], ' ', &err), -1);
+	assert_int_equal(queue_file_set_status(fd, &out.rcpts[0], '\n', 1, &err), -1);
+	assert_int_equal(queue_file_set_status(fd, &out.rcpts[0], ' ', 1, &err), -1);
 	/* An offset that is not in a recipient record is refused. */
 	struct queue_rcpt bogus = out.rcpts[0];
 	bogus.status_off = out.data_off + 10;
-	assert_int_equal(queue_file_set_status(fd, &bogus, 'D', &err), -1);
+	assert_int_equal(queue_file_set_status(fd, &bogus, 'D', 1, &err), -1);
 	bogus.status_off = out.rcpts[0].status_off + 1;
-	assert_int_equal(queue_file_set_status(fd, &bogus, 'D', &err), -1);
+	assert_int_equal(queue_file_set_status(fd, &bogus, 'D', 1, &err), -1);
 	close(fd);
 	queue_envelope_free(&out);
 
@@ -274,7 +274,7 @@ static void test_status_survives_reopen(void **state)
 	assert_string_equal(out.rcpts[1].addr, in.rcpts[1].addr);
 	assert_data(fd, &out, msg, len);
 	/* Back and forth, still one byte. */
-	assert_int_equal(queue_file_set_status(fd, &out.rcpts[1], QUEUE_STATUS_PENDING, &err), 0);
+	assert_int_equal(queue_file_set_status(fd, &out.rcpts[1], QUEUE_STATUS_PENDING, 1, &err), 0);
 	close(fd);
 	queue_envelope_free(&out);
 	assert_int_equal(queue_file_open(path, &out, &fd, &err), 0);
