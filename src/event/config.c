@@ -65,6 +65,36 @@ static const struct option options[] = {
 	  "The window for `auth_max_failures`." },
 	{ "smtp", "trusted_networks", OPT_STRING, F(trusted_networks), 0, 0, "", NULL,
 	  "Space-separated networks (CIDR) whose clients may relay on the smtp role without AUTH." },
+	{ "delivery", "resolver", OPT_STRING, F(resolver), 0, 0, "", NULL,
+	  "DNS server for outbound delivery as `ADDR@PORT` (e.g. `127.0.0.1@53`); empty: "
+	  "the servers in /etc/resolv.conf." },
+	{ "delivery", "port", OPT_INT, F(delivery_port), 1, 65535, "25", NULL,
+	  "Port of the remote MX hosts (another port is for tests and special setups)." },
+	{ "delivery", "helo_name", OPT_STRING, F(helo_name), 0, 0, "", NULL,
+	  "Name sent in EHLO to other servers; empty: `[server] hostname`." },
+	{ "delivery", "retry_schedule", OPT_STRING, F(retry_schedule), 0, 0, "5m 10m 20m 40m 1h", NULL,
+	  "Waits between delivery attempts after a temporary failure; the last one repeats." },
+	{ "delivery", "queue_lifetime", OPT_SECONDS, F(queue_lifetime), 60, 365 * 86400, "5d", NULL,
+	  "How long a message is retried before it is bounced." },
+	{ "delivery", "delay_warning", OPT_SECONDS, F(delay_warning), 0, 365 * 86400, "4h", NULL,
+	  "Tell the sender that a message is delayed after this long; 0: never." },
+	{ "delivery", "max_per_destination", OPT_INT, F(max_per_destination), 1, 10000, "20", NULL,
+	  "Concurrent outbound connections to one destination domain." },
+	{ "delivery", "max_connections", OPT_INT, F(max_outbound), 1, 100000, "100", NULL,
+	  "Concurrent outbound connections in all." },
+	{ "delivery", "connect_timeout", OPT_SECONDS, F(connect_timeout), 1, 3600, "30s", NULL,
+	  "Time allowed to connect to a remote server and get its greeting." },
+	{ "delivery", "command_timeout", OPT_SECONDS, F(client_timeout), 1, 3600, "5m", NULL,
+	  "Time allowed for each reply of a remote server (RFC 5321 4.5.3.2)." },
+	{ "relay", "host", OPT_STRING, F(relay_host), 0, 0, "", NULL,
+	  "Smarthost `HOST:PORT` that receives all outbound mail (your provider's SMTP server); "
+	  "empty: deliver to each domain's MX." },
+	{ "relay", "tls", OPT_STRING, F(relay_tls), 0, 0, "starttls", NULL,
+	  "`starttls` (port 587, required), `implicit` (port 465) or `none`." },
+	{ "relay", "username", OPT_STRING, F(relay_username), 0, 0, "", NULL,
+	  "Login at the smarthost (AUTH PLAIN, else LOGIN); empty: no login." },
+	{ "relay", "password", OPT_STRING, F(relay_password), 0, 0, "", NULL,
+	  "Password for `username`. Keep the configuration file unreadable to others." },
 };
 
 #define N_OPTIONS (sizeof(options) / sizeof(options[0]))
@@ -76,6 +106,16 @@ static const struct {
 	{ "protocol", "`smtp` (port 25, mail from other servers), `submission` (587, STARTTLS "
 		      "then AUTH) or `submissions` (465, TLS from the first byte)." },
 	{ "address", "`HOST:PORT` to listen on; IPv6 as `[::1]:PORT`." },
+};
+
+static const struct {
+	const char *key;
+	const char *doc;
+} route_keys[] = {
+	{ "host", "`HOST:PORT` that receives all mail for DOMAIN instead of its MX hosts." },
+	{ "tls", "`starttls` (required), `implicit` or `none`; default `starttls`." },
+	{ "username", "Login at that host; empty: none." },
+	{ "password", "Password for `username`." },
 };
 
 static char config_error[1280];
@@ -215,6 +255,48 @@ static int parse_protocol(const char *v, enum listener_protocol *p)
 	return 0;
 }
 
+static int parse_relay_tls(const char *v, enum relay_tls *t)
+{
+	if (strcmp(v, "starttls") == 0)
+		*t = RELAY_TLS_STARTTLS;
+	else if (strcmp(v, "implicit") == 0)
+		*t = RELAY_TLS_IMPLICIT;
+	else if (strcmp(v, "none") == 0)
+		*t = RELAY_TLS_NONE;
+	else
+		return -1;
+	return 0;
+}
+
+static int route_set(struct config_route *r, const char *name, const char *value, char *msg,
+		     size_t cap)
+{
+	char host[256];
+	int port;
+	if (strcmp(name, "host") == 0) {
+		if (config_split_address(value, host, sizeof(host), &port) < 0 || port == 0) {
+			snprintf(msg, cap, "[route %s] host '%s' is not HOST:PORT", r->domain, value);
+			return -1;
+		}
+		snprintf(r->host, sizeof(r->host), "%s", value);
+	} else if (strcmp(name, "tls") == 0) {
+		if (parse_relay_tls(value, &r->tls) < 0) {
+			snprintf(msg, cap, "[route %s] tls '%s' is not starttls, implicit or none",
+				 r->domain, value);
+			return -1;
+		}
+	} else if (strcmp(name, "username") == 0) {
+		snprintf(r->username, sizeof(r->username), "%s", value);
+	} else if (strcmp(name, "password") == 0) {
+		snprintf(r->password, sizeof(r->password), "%s", value);
+	} else {
+		snprintf(msg, cap, "unknown key '%s' in [route %s] (known: host, tls, username, "
+			 "password)", name, r->domain);
+		return -1;
+	}
+	return 0;
+}
+
 static int config_ini_handler(void *user, const char *section, const char *name, const char *value)
 {
 	struct parse_ctx *ctx = user;
@@ -264,6 +346,36 @@ static int config_ini_handler(void *user, const char *section, const char *name,
 				 name, lname);
 			goto fail;
 		}
+		return 1;
+	}
+
+	if (strncmp(section, "route", 5) == 0 && (section[5] == ' ' || section[5] == '\0')) {
+		const char *dom = section[5] == ' ' ? section + 6 : "";
+		while (*dom == ' ')
+			dom++;
+		if (*dom == '\0') {
+			snprintf(msg, sizeof(msg), "[route] needs a domain: [route DOMAIN]");
+			goto fail;
+		}
+		struct config_route *r = NULL;
+		for (int i = 0; i < cfg->n_routes; i++)
+			if (strcasecmp(cfg->routes[i].domain, dom) == 0)
+				r = &cfg->routes[i];
+		if (r == NULL) {
+			if (cfg->n_routes >= CONFIG_MAX_ROUTES) {
+				snprintf(msg, sizeof(msg), "too many routes (at most %d)",
+					 CONFIG_MAX_ROUTES);
+				goto fail;
+			}
+			r = &cfg->routes[cfg->n_routes++];
+			memset(r, 0, sizeof(*r));
+			snprintf(r->domain, sizeof(r->domain), "%s", dom);
+			for (char *p = r->domain; *p; p++)
+				if (*p >= 'A' && *p <= 'Z')
+					*p = (char)(*p - 'A' + 'a');
+		}
+		if (route_set(r, name, value, msg, sizeof(msg)) < 0)
+			goto fail;
 		return 1;
 	}
 
@@ -333,6 +445,84 @@ static void dev_listeners(struct tern_config *cfg)
 	}
 }
 
+static int validate_delivery(struct tern_config *cfg)
+{
+	char *list = strdup(cfg->retry_schedule), *save = NULL;
+	if (list == NULL)
+		return -1;
+	cfg->n_retry = 0;
+	for (char *tok = strtok_r(list, " \t,", &save); tok; tok = strtok_r(NULL, " \t,", &save)) {
+		long long n;
+		const char *why = NULL;
+		if (cfg->n_retry >= CONFIG_MAX_RETRIES) {
+			set_error(cfg, 0, "[delivery] retry_schedule: at most %d steps", CONFIG_MAX_RETRIES);
+			free(list);
+			return -1;
+		}
+		if (parse_number(tok, OPT_SECONDS, &n, &why) < 0 || n < 1 || n > 7 * 86400) {
+			set_error(cfg, 0, "[delivery] retry_schedule: '%s' is not a duration from 1s "
+				  "to 7d (%s)", tok, why ? why : "out of range");
+			free(list);
+			return -1;
+		}
+		cfg->retry[cfg->n_retry++] = (int)n;
+	}
+	free(list);
+	if (cfg->n_retry == 0) {
+		set_error(cfg, 0, "[delivery] retry_schedule is empty");
+		return -1;
+	}
+	if (cfg->resolver[0] != '\0') {
+		const char *at = strchr(cfg->resolver, '@');
+		unsigned char tmp[16];
+		char addr[64];
+		snprintf(addr, sizeof(addr), "%.*s", at ? (int)(at - cfg->resolver) : 63,
+			 cfg->resolver);
+		if ((inet_pton(AF_INET, addr, tmp) != 1 && inet_pton(AF_INET6, addr, tmp) != 1) ||
+		    (at != NULL && (atoi(at + 1) <= 0 || atoi(at + 1) > 65535))) {
+			set_error(cfg, 0, "[delivery] resolver '%s' is not ADDRESS or ADDRESS@PORT",
+				  cfg->resolver);
+			return -1;
+		}
+	}
+	memset(&cfg->relay, 0, sizeof(cfg->relay));
+	if (cfg->relay_host[0] != '\0') {
+		char msg[512];
+		if (route_set(&cfg->relay, "host", cfg->relay_host, msg, sizeof(msg)) < 0 ||
+		    route_set(&cfg->relay, "tls", cfg->relay_tls, msg, sizeof(msg)) < 0) {
+			set_error(cfg, 0, "%s", msg);
+			return -1;
+		}
+		snprintf(cfg->relay.username, sizeof(cfg->relay.username), "%s", cfg->relay_username);
+		snprintf(cfg->relay.password, sizeof(cfg->relay.password), "%s", cfg->relay_password);
+	}
+	if ((cfg->relay_username[0] == '\0') != (cfg->relay_password[0] == '\0')) {
+		set_error(cfg, 0, "[relay] username and password must be set together");
+		return -1;
+	}
+	for (int i = 0; i < cfg->n_routes; i++) {
+		struct config_route *r = &cfg->routes[i];
+		if (r->host[0] == '\0') {
+			set_error(cfg, 0, "[route %s] has no host", r->domain);
+			return -1;
+		}
+		if ((r->username[0] == '\0') != (r->password[0] == '\0')) {
+			set_error(cfg, 0, "[route %s] username and password must be set together",
+				  r->domain);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+const struct config_route *config_route_for(const struct tern_config *cfg, const char *domain)
+{
+	for (int i = 0; i < cfg->n_routes; i++)
+		if (strcasecmp(cfg->routes[i].domain, domain) == 0)
+			return &cfg->routes[i];
+	return cfg->relay.host[0] != '\0' ? &cfg->relay : NULL;
+}
+
 static int validate(struct tern_config *cfg)
 {
 	if (strcmp(cfg->log_level, "debug") != 0 && strcmp(cfg->log_level, "info") != 0 &&
@@ -371,6 +561,8 @@ static int validate(struct tern_config *cfg)
 		set_error(cfg, 0, "no [listener NAME] section: tern would not accept any mail");
 		return -1;
 	}
+	if (validate_delivery(cfg) < 0)
+		return -1;
 	char *nets = strdup(cfg->trusted_networks), *save = NULL;
 	if (nets == NULL)
 		return -1;
@@ -606,4 +798,9 @@ void config_write_reference(FILE *out)
 		     "to choose.\n\n| key | meaning |\n|---|---|\n");
 	for (size_t i = 0; i < sizeof(listener_keys) / sizeof(listener_keys[0]); i++)
 		fprintf(out, "| `%s` | %s |\n", listener_keys[i].key, listener_keys[i].doc);
+	fprintf(out, "\n## [route DOMAIN]\n\nSends mail for one destination domain through a "
+		     "given host instead of its MX (and instead of [relay]).\n\n| key | meaning |\n"
+		     "|---|---|\n");
+	for (size_t i = 0; i < sizeof(route_keys) / sizeof(route_keys[0]); i++)
+		fprintf(out, "| `%s` | %s |\n", route_keys[i].key, route_keys[i].doc);
 }

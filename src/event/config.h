@@ -8,6 +8,8 @@
 
 #define CONFIG_MAX_LISTENERS 32
 #define CONFIG_MAX_NETWORKS  32
+#define CONFIG_MAX_ROUTES    64
+#define CONFIG_MAX_RETRIES   16
 #define CONFIG_DEFAULT_PATH  "/etc/tern/tern.conf"
 
 enum listener_protocol {
@@ -21,6 +23,19 @@ struct config_listener {
 	enum listener_protocol protocol;
 	char address[256]; /* HOST:PORT or [V6]:PORT as written */
 	int line;          /* where it was declared, for error messages */
+};
+
+enum relay_tls { RELAY_TLS_STARTTLS, RELAY_TLS_IMPLICIT, RELAY_TLS_NONE };
+
+/* A next hop that replaces the MX lookup: [relay] for everything, [route DOMAIN] for one
+ * destination domain. */
+struct config_route {
+	char domain[256];  /* "" for [relay] */
+	char host[256];    /* HOST:PORT */
+	enum relay_tls tls;
+	char username[256];
+	char password[256];
+	int line;
 };
 
 /* An IPv4 or IPv6 network in CIDR form. */
@@ -60,6 +75,30 @@ struct tern_config {
 	struct config_network networks[CONFIG_MAX_NETWORKS];
 	int n_networks;
 
+	/* [delivery] */
+	char *resolver;
+	int delivery_port;
+	char *helo_name;
+	char *retry_schedule;
+	int retry[CONFIG_MAX_RETRIES]; /* seconds between attempts; the last one repeats */
+	int n_retry;
+	int queue_lifetime;
+	int delay_warning;
+	int max_per_destination;
+	int max_outbound;
+	int connect_timeout;
+	int client_timeout;
+
+	/* [relay] (the smarthost; host "" when none) */
+	char *relay_host;
+	char *relay_tls;
+	char *relay_username;
+	char *relay_password;
+	struct config_route relay;
+
+	struct config_route routes[CONFIG_MAX_ROUTES];
+	int n_routes;
+
 	struct config_listener listeners[CONFIG_MAX_LISTENERS];
 	int n_listeners;
 };
@@ -77,6 +116,10 @@ int config_split_address(const char *address, char *host, size_t host_cap, int *
 int config_network_parse(const char *s, struct config_network *net);
 /* Does the socket address (struct sockaddr *) fall in one of cfg's trusted networks? */
 int config_network_match(const struct config_network *nets, int n, const void *sockaddr);
+
+/* The route for a destination domain: its [route DOMAIN], else [relay], else NULL
+ * (deliver by MX). */
+const struct config_route *config_route_for(const struct tern_config *cfg, const char *domain);
 
 /* Writes the configuration reference (Markdown) generated from the option table. */
 void config_write_reference(FILE *out);
