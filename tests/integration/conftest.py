@@ -24,6 +24,8 @@ import uuid
 
 import pytest
 
+import dnsserver
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 TERN_BIN = os.environ.get("TERN_BIN") or os.path.join(ROOT, "build", "tern")
@@ -340,7 +342,7 @@ class Tern:
     running = set()
 
     def __init__(self, smtp=None, server=None, workers=2, listeners=None, own_cert=None,
-                 extra_config="", ipv6=False):
+                 extra_config="", ipv6=False, delivery=None):
         self.base = tempfile.mkdtemp(prefix="tern-test-")
         os.chmod(self.base, 0o755)
         self.data_dir = os.path.join(self.base, "data")
@@ -362,6 +364,11 @@ class Tern:
         self.smtp_opts = {"max_message_size": "1M", "max_recipients": "100",
                           "auth_plaintext_loopback": "no"}
         self.smtp_opts.update(smtp or {})
+        self.dns = dnsserver.get()
+        # Outbound delivery asks the test DNS only; "other" domains point at a port
+        # where nothing listens, so their mail is deferred and stays queued.
+        self.delivery_opts = {"resolver": self.dns.address, "port": str(self.dns.dead_port)}
+        self.delivery_opts.update(delivery or {})
         if listeners is None:
             listeners = [("mx", "smtp", "127.0.0.1:%d" % free_port()),
                          ("sub", "submission", "127.0.0.1:%d" % free_port()),
@@ -391,6 +398,8 @@ class Tern:
             out += ["%s = %s" % kv for kv in self.tls_opts.items()]
         out.append("[smtp]")
         out += ["%s = %s" % kv for kv in self.smtp_opts.items()]
+        out.append("[delivery]")
+        out += ["%s = %s" % kv for kv in self.delivery_opts.items()]
         for name, proto, addr in self.listeners:
             out += ["[listener %s]" % name, "protocol = %s" % proto, "address = %s" % addr]
         return "\n".join(out) + "\n" + self.extra_config
