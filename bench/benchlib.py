@@ -391,6 +391,13 @@ def _count(d):
         return 0
 
 
+def _steal_seconds():
+    """CPU time the hypervisor gave to others while this VM wanted it (all CPUs)."""
+    with open("/proc/stat") as f:
+        fields = f.readline().split()
+    return int(fields[8]) / CLK_TCK if len(fields) > 8 else 0.0
+
+
 def _loadavg():
     with open("/proc/loadavg") as f:
         return float(f.read().split()[0])
@@ -405,6 +412,7 @@ def cmd_run(args):
     load_before = _loadavg()
     want = base + args.messages
     cpu_before = tree_cpu_seconds(args.root_pid)
+    steal_before = _steal_seconds()
     client_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     sampler = RssSampler(args.root_pid, args.interval)
     sampler.start()
@@ -413,6 +421,11 @@ def cmd_run(args):
            "-t", args.rcpt, "127.0.0.1:%d" % args.port]
     t0 = time.monotonic()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def on_term(signum, _frame):
+        proc.kill()
+        sys.exit(128 + signum)
+    signal.signal(signal.SIGTERM, on_term)
     out = {"server": args.name, "sessions": args.sessions, "messages": args.messages,
            "length": args.length, "round": args.round, "cmd": " ".join(cmd)}
     deadline = t0 + args.timeout
@@ -456,6 +469,7 @@ def cmd_run(args):
         "peak_rss_kib": sampler.peak_kib, "peak_procs": sampler.peak_procs,
         "peak_pss_kib": sampler.peak_pss_kib,
         "server_cpu_s": round(cpu, 2), "client_cpu_s": round(client_cpu, 2),
+        "steal_s": round(_steal_seconds() - steal_before, 2),
         "loadavg_before": load_before, "loadavg_after": _loadavg(),
         "rss_samples": sampler.samples,
         "peak_rss_by_proc": sorted(((v[1], v[0]) for v in sampler.peak_by_proc.values()),
@@ -466,10 +480,12 @@ def cmd_run(args):
     with open(args.results, "a") as f:
         f.write(json.dumps(out) + "\n")
     print("%-8s sessions=%-3d %s  %6.1f msg/s  (%.2f s; smtp-source done at %.2f s)  "
-          "delivered=%d/%d  peak RSS %.1f MiB over %d procs  CPU %.1f s (client %.1f s)" % (
+          "delivered=%d/%d  peak RSS %.1f MiB over %d procs  CPU %.1f s (client %.1f s, "
+          "steal %.1f s)" % (
               args.name, args.sessions, "ok " if out["ok"] else "FAIL", out["msgs_per_s"],
               out["seconds"], out["accept_seconds"], out["delivered_after_settle"],
-              args.messages, sampler.peak_kib / 1024, sampler.peak_procs, cpu, client_cpu))
+              args.messages, sampler.peak_kib / 1024, sampler.peak_procs, cpu, client_cpu,
+              out["steal_s"]))
     if stderr:
         sys.stdout.write("  smtp-source stderr: %s\n" % stderr.decode("utf-8", "replace")
                          .strip().replace("\n", "\n  ")[:1500])

@@ -56,6 +56,11 @@ install_deps() {
 	DEBIAN_FRONTEND=noninteractive apt-get install -y "${need[@]}" >/dev/null ||
 		{ apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y "${need[@]}" >/dev/null; } ||
 		die "apt-get install ${need[*]} failed"
+	# Packages may start their system service on installation (policy permitting).
+	local pkg
+	for pkg in postfix unbound; do
+		command -v invoke-rc.d >/dev/null && invoke-rc.d "$pkg" stop >/dev/null 2>&1 || true
+	done
 }
 
 # The Debian packages may start system daemons: the default Postfix instance (port 25)
@@ -77,6 +82,7 @@ stop_system_daemons() {
 	[ -z "$(port25_listeners)" ] || die "something listens on port 25: $(port25_listeners)"
 }
 
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 install_deps
 stop_system_daemons
 [ "$(id -u)" -eq 0 ] || die "run as root (Postfix needs root to start; tern drops to user tern)"
@@ -97,7 +103,7 @@ WORK=$(mktemp -d /tmp/tern-bench.XXXXXX)
 chmod 755 "$WORK"
 RESULTS=$WORK/results.jsonl
 : >"$RESULTS"
-TERN_PID="" PF_CONF="" UNBOUND_PID="" DNSWATCH_PID=""
+TERN_PID="" PF_CONF="" UNBOUND_PID="" DNSWATCH_PID="" CHILD="" TERN_RESOLVER=""
 
 stop_pid() { # pid seconds: SIGTERM, wait up to seconds, then SIGKILL
 	local pid=$1 secs=$2 i
@@ -119,6 +125,7 @@ pf_master_pid() {
 cleanup() {
 	local rc=$?
 	set +e
+	[ -n "$CHILD" ] && stop_pid "$CHILD" 10
 	if [ -n "$TERN_PID" ]; then
 		stop_pid "$TERN_PID" 60
 		wait "$TERN_PID" 2>/dev/null
@@ -145,6 +152,17 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 freeport() { "$PY" "$LIB" freeport; }
+
+# Long helper steps run in the background so that a SIGTERM/SIGINT to this script
+# interrupts `wait` at once; cleanup() then ends the step too.
+py_step() {
+	local rc=0
+	"$PY" "$LIB" "$@" &
+	CHILD=$!
+	wait "$CHILD" || rc=$?
+	CHILD=""
+	return $rc
+}
 
 # ------------------------------------------------------------------ test DNS (unbound)
 UNBOUND_PORT=$(freeport)
@@ -207,6 +225,14 @@ max_connections_per_ip = 100000
 protocol = smtp
 address = 127.0.0.1:$TERN_PORT
 EOF
+# tern does no DNS on the inbound path; when the binary knows [delivery] resolver, point
+# it at the test DNS anyway, so that nothing of tern could ever ask the machine's resolver.
+if "$TERN" config reference 2>/dev/null | grep -q '^| `resolver`'; then
+	printf '\n[delivery]\nresolver = 127.0.0.1@%s\n' "$UNBOUND_PORT" >>"$WORK/tern/tern.conf"
+	TERN_RESOLVER="[delivery] resolver = 127.0.0.1@$UNBOUND_PORT"
+else
+	TERN_RESOLVER="none (this tern has no resolver setting; it does no DNS inbound)"
+fi
 "$TERN" -c "$WORK/tern/tern.conf" check >/dev/null || die "tern check failed"
 "$TERN" -c "$WORK/tern/tern.conf" domain add example.test >/dev/null
 echo pw | "$TERN" -c "$WORK/tern/tern.conf" user add demo@example.test >/dev/null
@@ -214,7 +240,7 @@ echo pw | "$TERN" -c "$WORK/tern/tern.conf" user add demo@example.test >/dev/nul
 TERN_PID=$!
 "$PY" "$LIB" wait-port "$TERN_PORT" 20 || die "tern did not start: $(tail -5 "$WORK/tern/stdout" "$WORK/tern/tern.log" 2>/dev/null)"
 TERN_MAILDIR=$WORK/tern/data/mail/example.test/demo
-say "tern $("$TERN" --version 2>/dev/null || echo '(no --version)') on 127.0.0.1:$TERN_PORT, pid $TERN_PID"
+say "tern $("$TERN" --version 2>/dev/null || echo '(no --version)') on 127.0.0.1:$TERN_PORT, pid $TERN_PID; test DNS for tern: $TERN_RESOLVER"
 
 # ------------------------------------------------------------------ Postfix
 PF_PORT=$(freeport)
@@ -324,7 +350,7 @@ say "listening sockets of the servers: $(awk '{print $1 "/" $5}' "$WORK/listener
 for srv in tern postfix; do
 	if [ $srv = tern ]; then pid=$TERN_PID port=$TERN_PORT md=$TERN_MAILDIR
 	else pid=$PF_PID port=$PF_PORT md=$PF_MAILDIR; fi
-	"$PY" "$LIB" run --name "$srv" --root-pid "$pid" --port "$port" --maildir "$md" \
+	py_step run --name "$srv" --root-pid "$pid" --port "$port" --maildir "$md" \
 		--sessions 5 --messages 50 --length 4096 --results "$WORK/warmup.jsonl" \
 		--timeout 120 >/dev/null || die "warm-up against $srv failed: $(tail -1 "$WORK/warmup.jsonl")"
 done
@@ -338,7 +364,7 @@ for round in $(seq 1 "$ROUNDS"); do
 		for srv in $order; do
 			if [ $srv = tern ]; then pid=$TERN_PID port=$TERN_PORT md=$TERN_MAILDIR
 			else pid=$PF_PID port=$PF_PORT md=$PF_MAILDIR; fi
-			"$PY" "$LIB" run --name "$srv" --root-pid "$pid" --port "$port" \
+			py_step run --name "$srv" --root-pid "$pid" --port "$port" \
 				--maildir "$md" --sessions "$s" --messages "$MESSAGES" --length 4096 \
 				--round "$round" --results "$RESULTS" --timeout 300 || FAILED=$((FAILED + 1))
 			kill -0 "$TERN_PID" 2>/dev/null || die "tern (pid $TERN_PID) died"
@@ -353,7 +379,7 @@ if [ "$IDLE_CONNS" -gt 0 ]; then
 	for srv in tern postfix; do
 		if [ $srv = tern ]; then pid=$TERN_PID port=$TERN_PORT
 		else pid=$PF_PID port=$PF_PORT; fi
-		"$PY" "$LIB" idle --name "$srv" --root-pid "$pid" --port "$port" \
+		py_step idle --name "$srv" --root-pid "$pid" --port "$port" \
 			--n "$IDLE_CONNS" --results "$RESULTS" --timeout 540
 		kill -0 "$TERN_PID" 2>/dev/null || die "tern (pid $TERN_PID) died"
 	done
@@ -387,7 +413,7 @@ mkdir -p "$(dirname "$OUT_MD")"
 	echo "# smtp-in benchmark results"
 	echo
 	echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo), kernel $(uname -r);"
-	echo "tern $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'), Postfix $(postconf -d -h mail_version), load before: $(cut -d' ' -f1-3 /proc/loadavg)."
+	echo "tern $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'), Postfix $(postconf -d -h mail_version), load average at start: $LOAD_START."
 	echo
 } >"$OUT_MD.head"
 "$PY" "$LIB" report "$RESULTS" "$OUT_MD.body"
@@ -396,6 +422,7 @@ mkdir -p "$(dirname "$OUT_MD")"
 	echo
 	echo "DNS packets sent by the machine during the run: $(echo "$DNS_REPORT" | head -1)"
 	echo "tern warning/error log lines: ${TERN_LOG_LINES:-0}; Postfix warning/fatal lines: ${PF_LOG_PROBLEMS:-0}"
+	echo "Test DNS: unbound on 127.0.0.1:$UNBOUND_PORT; tern: $TERN_RESOLVER; Postfix: DNS disabled."
 	[ "$FAILED" -eq 0 ] || echo "**$FAILED throughput run(s) failed** (see the per-run lines)."
 } >"$OUT_MD"
 rm -f "$OUT_MD.head" "$OUT_MD.body"

@@ -16,6 +16,10 @@ void cli_usage(FILE *out)
 	cli_directory_usage(out, NULL);
 	fprintf(out,
 		"  queue list                         show queued messages and their recipients\n"
+		"  queue show ID                      one message: envelope and header\n"
+		"  queue stats                        counts by destination and age\n"
+		"  queue flush                        retry every deferred message now\n"
+		"  queue retry|hold|release|delete ID retry, hold back, release or remove one\n"
 		"  check                              check the configuration file\n"
 		"  config reference                   print the configuration reference (Markdown)\n");
 }

@@ -88,7 +88,18 @@ static int deliver_one(const struct delivery_ctx *ctx, struct queue_envelope *en
 	return 1;
 }
 
-enum delivery_result delivery_local_run(const struct delivery_ctx *ctx, const char *id)
+void delivery_pending_free(struct delivery_pending *p)
+{
+	if (p->fd >= 0)
+		close(p->fd);
+	p->fd = -1;
+	queue_envelope_free(&p->env);
+	free(p->remote);
+	p->remote = NULL;
+}
+
+enum delivery_result delivery_local_run(const struct delivery_ctx *ctx, const char *id,
+					struct delivery_pending *pending_r)
 {
 	char path[4096];
 	struct queue_envelope env;
@@ -105,9 +116,15 @@ enum delivery_result delivery_local_run(const struct delivery_ctx *ctx, const ch
 		return DELIVERY_BROKEN;
 	}
 	int pending = 0, remote = 0, retry = 0;
+	char *remote_flags = calloc((size_t)env.n_rcpts + 1, 1);
+	if (remote_flags == NULL) {
+		close(fd);
+		queue_envelope_free(&env);
+		return DELIVERY_RETRY;
+	}
 	for (int i = 0; i < env.n_rcpts; i++) {
 		struct queue_rcpt *r = &env.rcpts[i];
-		if (r->status != QUEUE_STATUS_PENDING)
+		if (!QUEUE_STATUS_IS_PENDING(r->status))
 			continue;
 		switch (classify(ctx, r->addr)) {
 		case RCPT_LOCAL:
@@ -127,6 +144,7 @@ enum delivery_result delivery_local_run(const struct delivery_ctx *ctx, const ch
 			}
 			break;
 		case RCPT_REMOTE:
+			remote_flags[i] = 1;
 			remote++;
 			pending++;
 			break;
@@ -148,15 +166,24 @@ enum delivery_result delivery_local_run(const struct delivery_ctx *ctx, const ch
 			log_info("delivery", "event=removed qid=%s", env.id);
 			result = DELIVERY_DONE;
 		}
-	} else if (retry) {
-		result = DELIVERY_RETRY;
-	} else {
-		log_info("delivery", "event=parked qid=%s remote_rcpts=%d reason=\"outbound delivery "
-				     "is not available yet\"", env.id, remote);
+	} else if (remote > 0) {
 		result = DELIVERY_PARKED;
+	} else {
+		result = DELIVERY_RETRY;
 	}
 	if (pending > 0 && fdatasync(fd) < 0)
 		log_warn("delivery", "event=sync_failed qid=%s error=\"%s\"", env.id, strerror(errno));
+	if (result == DELIVERY_PARKED && pending_r != NULL) {
+		struct stat st;
+		pending_r->env = env;
+		pending_r->fd = fd;
+		pending_r->mtime = fstat(fd, &st) == 0 ? (long long)st.st_mtime : 0;
+		pending_r->remote = remote_flags;
+		pending_r->n_remote = remote;
+		pending_r->local_retry = retry;
+		return result;
+	}
+	free(remote_flags);
 	close(fd);
 	queue_envelope_free(&env);
 	return result;

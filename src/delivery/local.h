@@ -5,6 +5,8 @@
 
 #include <pthread.h>
 
+#include "queue/queue_file.h"
+
 struct directory;
 
 struct delivery_ctx {
@@ -17,14 +19,28 @@ struct delivery_ctx {
 
 enum delivery_result {
 	DELIVERY_DONE,    /* every recipient settled; the queue file is gone */
-	DELIVERY_PARKED,  /* only remote recipients are left (outbound delivery) */
+	DELIVERY_PARKED,  /* remote recipients are left (outbound delivery) */
 	DELIVERY_RETRY,   /* a temporary failure: try again later */
 	DELIVERY_GONE,    /* the file was not there (already handled) */
 	DELIVERY_BROKEN,  /* not a valid queue file: moved to QUEUE_DIR/corrupt/ */
 };
 
+/* What is left of a message for remote delivery. */
+struct delivery_pending {
+	struct queue_envelope env;  /* owned: queue_envelope_free() */
+	int fd;                     /* the queue file, open read-write: close() */
+	long long mtime;            /* the file's mtime: not before this time (next retry) */
+	char *remote;               /* remote[i] set: recipient i is pending and not local */
+	int n_remote;
+	int local_retry;            /* a local recipient failed temporarily */
+};
+
 /* Blocking (runs on a pool thread).  Safe to repeat after a crash at any point: a
- * recipient already delivered is not delivered twice. */
-enum delivery_result delivery_local_run(const struct delivery_ctx *ctx, const char *id);
+ * recipient already delivered is not delivered twice.  On DELIVERY_PARKED, when
+ * pending_r is not NULL, the file stays open and *pending_r is the caller's (free it
+ * with delivery_pending_free()). */
+enum delivery_result delivery_local_run(const struct delivery_ctx *ctx, const char *id,
+					struct delivery_pending *pending_r);
+void delivery_pending_free(struct delivery_pending *p);
 
 #endif

@@ -74,7 +74,7 @@ static const struct option options[] = {
 	  "Name sent in EHLO to other servers; empty: `[server] hostname`." },
 	{ "delivery", "retry_schedule", OPT_STRING, F(retry_schedule), 0, 0, "5m 10m 20m 40m 1h", NULL,
 	  "Waits between delivery attempts after a temporary failure; the last one repeats." },
-	{ "delivery", "queue_lifetime", OPT_SECONDS, F(queue_lifetime), 60, 365 * 86400, "5d", NULL,
+	{ "delivery", "queue_lifetime", OPT_SECONDS, F(queue_lifetime), 1, 365 * 86400, "5d", NULL,
 	  "How long a message is retried before it is bounced." },
 	{ "delivery", "delay_warning", OPT_SECONDS, F(delay_warning), 0, 365 * 86400, "4h", NULL,
 	  "Tell the sender that a message is delayed after this long; 0: never." },

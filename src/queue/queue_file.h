@@ -47,6 +47,10 @@
 #define QUEUE_STATUS_DELIVERED 'D'
 #define QUEUE_STATUS_FAILED    'B' /* bounced or failed permanently: a DSN is due */
 #define QUEUE_STATUS_RELAY     'R' /* relayed onward, a relay DSN may be due */
+#define QUEUE_STATUS_WARNED    'W' /* still pending; the sender was told of the delay */
+
+/* Pending: not yet delivered or failed ('-' or 'W'). */
+#define QUEUE_STATUS_IS_PENDING(c) ((c) == QUEUE_STATUS_PENDING || (c) == QUEUE_STATUS_WARNED)
 
 /* DSN NOTIFY bits (RFC 3461 4.1); 0 means NOTIFY was not given. */
 #define QUEUE_NOTIFY_NEVER   0x1u

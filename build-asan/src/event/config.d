@@ -1,2 +1,0 @@
-build-asan/src/event/config.o: src/event/config.c src/event/config.h
-src/event/config.h:

@@ -1,2 +1,0 @@
-build-asan/src/msg/addr.o: src/msg/addr.c src/msg/addr.h
-src/msg/addr.h:

@@ -1,0 +1,392 @@
+/* One remote delivery attempt: route or MX lookup (RFC 5321 5.1), then every address of
+ * every host in preference order until one takes the message. */
+#include "delivery/remote.h"
+
+#include "base/log.h"
+#include "dns/dns.h"
+#include "event/config.h"
+#include "smtp/smtp_client.h"
+
+#include <arpa/inet.h>
+#include <event2/event.h>
+#include <stdarg.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct remote_hop {
+	char host[256];
+	int port;
+};
+
+struct remote_job {
+	const struct remote_ctx *ctx;
+	char domain[256];
+	const struct remote_msg *msg;
+	struct remote_rcpt *rcpts;
+	int n;
+	remote_done_fn *done;
+	void *arg;
+	const struct config_route *route;
+	struct remote_hop hops[DNS_MAX_MX];
+	int n_hops;
+	int hop;
+	struct sockaddr_storage addrs[DNS_MAX_ADDRS];
+	int n_addrs;
+	int addr_i;
+	char addr_text[INET6_ADDRSTRLEN];
+	int no_tls;               /* retrying this address without STARTTLS (RFC 7435) */
+	struct dns_query *query;
+	struct smtp_client *client;
+	struct smtp_client_settings set;
+	struct smtp_client_msg cmsg;
+	struct smtp_client_rcpt *crcpts;
+	/* What went wrong last, for a temporary failure of the whole attempt. */
+	char last_status[16];
+	char last_error[600];
+	struct event *ev_finish;
+};
+
+static void try_next_hop(struct remote_job *job);
+static void try_next_addr(struct remote_job *job);
+
+static void set_failure(struct remote_job *job, const char *status, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void set_failure(struct remote_job *job, const char *status, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(job->last_error, sizeof(job->last_error), fmt, ap);
+	va_end(ap);
+	snprintf(job->last_status, sizeof(job->last_status), "%s", status);
+}
+
+/* Every recipient still without an outcome gets the attempt's failure. */
+static void fail_rest(struct remote_job *job, enum remote_outcome outcome)
+{
+	for (int i = 0; i < job->n; i++) {
+		struct remote_rcpt *r = &job->rcpts[i];
+		if (r->status[0] != '\0')
+			continue;
+		r->outcome = outcome;
+		snprintf(r->status, sizeof(r->status), "%s", job->last_status);
+		snprintf(r->diagnostic, sizeof(r->diagnostic), "X-tern; %s", job->last_error);
+	}
+}
+
+static void on_finish(evutil_socket_t fd, short what, void *arg)
+{
+	struct remote_job *job = arg;
+	remote_done_fn *done = job->done;
+	void *done_arg = job->arg;
+	done(job, done_arg);
+	remote_job_cancel(&job);
+}
+
+/* Completes the job from the loop, never from inside a call of the caller's. */
+static void finish(struct remote_job *job, enum remote_outcome rest)
+{
+	if (job->last_status[0] == '\0')
+		set_failure(job, "4.4.1", "no answer from any host of %s", job->domain);
+	fail_rest(job, rest);
+	event_active(job->ev_finish, EV_TIMEOUT, 0);
+}
+
+static int is_ip_literal(const char *host, struct sockaddr_storage *ss)
+{
+	memset(ss, 0, sizeof(*ss));
+	struct sockaddr_in *in4 = (struct sockaddr_in *)ss;
+	struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
+	if (inet_pton(AF_INET, host, &in4->sin_addr) == 1) {
+		in4->sin_family = AF_INET;
+		return 1;
+	}
+	if (inet_pton(AF_INET6, host, &in6->sin6_addr) == 1) {
+		in6->sin6_family = AF_INET6;
+		return 1;
+	}
+	return 0;
+}
+
+static void set_port(struct sockaddr_storage *ss, int port)
+{
+	if (ss->ss_family == AF_INET)
+		((struct sockaddr_in *)ss)->sin_port = htons((uint16_t)port);
+	else
+		((struct sockaddr_in6 *)ss)->sin6_port = htons((uint16_t)port);
+}
+
+static void addr_to_text(const struct sockaddr_storage *ss, char *out, size_t cap)
+{
+	if (ss->ss_family == AF_INET)
+		inet_ntop(AF_INET, &((const struct sockaddr_in *)ss)->sin_addr, out, (socklen_t)cap);
+	else
+		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)ss)->sin6_addr, out,
+			  (socklen_t)cap);
+}
+
+static void send_done(struct smtp_client *c, struct smtp_client_msg *m, int result, void *arg)
+{
+	struct remote_job *job = arg;
+	const struct smtp_client_info *info = smtp_client_info(c);
+	const struct remote_hop *hop = &job->hops[job->hop];
+	for (int i = 0; i < job->n; i++) {
+		struct remote_rcpt *r = &job->rcpts[i];
+		const struct smtp_client_rcpt *cr = &job->crcpts[i];
+		snprintf(r->remote_mta, sizeof(r->remote_mta), "%s [%s]", hop->host, job->addr_text);
+		r->remote_dsn = info->dsn;
+		if (cr->code == 0)
+			continue; /* no final answer: the attempt's failure */
+		int cls = cr->code / 100;
+		r->outcome = cls == 2 ? REMOTE_DELIVERED : cls == 5 ? REMOTE_PERMFAIL : REMOTE_TEMPFAIL;
+		if (cr->enhanced[0] != '\0')
+			snprintf(r->status, sizeof(r->status), "%s", cr->enhanced);
+		else
+			snprintf(r->status, sizeof(r->status), "%d.0.0", cls);
+		snprintf(r->diagnostic, sizeof(r->diagnostic), "smtp; %d %s%s%s", cr->code,
+			 cr->enhanced, cr->enhanced[0] ? " " : "", cr->text);
+	}
+	if (result < 0)
+		set_failure(job, "4.4.2", "connection to %s [%s] lost during the transaction",
+			    hop->host, job->addr_text);
+	smtp_client_quit(&job->client);
+	finish(job, REMOTE_TEMPFAIL);
+}
+
+static void client_event(struct smtp_client *c, enum smtp_client_event ev, void *arg)
+{
+	struct remote_job *job = arg;
+	const struct remote_hop *hop = &job->hops[job->hop];
+	if (ev == SMTP_CLIENT_READY) {
+		job->cmsg.from = job->msg->from;
+		job->cmsg.smtputf8 = job->msg->smtputf8;
+		job->cmsg.body_8bit = job->msg->body_8bit;
+		job->cmsg.ret = job->msg->ret;
+		job->cmsg.envid = job->msg->envid;
+		job->cmsg.rcpts = job->crcpts;
+		job->cmsg.n_rcpts = job->n;
+		job->cmsg.fd = job->msg->fd;
+		job->cmsg.offset = job->msg->offset;
+		job->cmsg.len = job->msg->len;
+		if (smtp_client_send(c, &job->cmsg, send_done, job) < 0) {
+			set_failure(job, "4.3.0", "cannot send to %s [%s]", hop->host, job->addr_text);
+			smtp_client_free(&job->client);
+			finish(job, REMOTE_TEMPFAIL);
+		}
+		return;
+	}
+	/* The connection failed before a transaction: the next address or host. */
+	const struct smtp_client_failure *f = smtp_client_failure(c);
+	if (f != NULL && f->retry_without_tls && !job->no_tls) {
+		/* Opportunistic TLS failed: in the clear beats not at all (RFC 7435). */
+		log_warn("delivery", "event=tls_fallback qid=%s host=%s addr=%s error=\"%s\"",
+			 job->msg->id, hop->host, job->addr_text, f->why);
+		smtp_client_free(&job->client);
+		job->no_tls = 1;
+		try_next_addr(job);
+		return;
+	}
+	const char *why = smtp_client_error(c);
+	set_failure(job, "4.4.1", "%s [%s]: %s", hop->host, job->addr_text,
+		    why && why[0] ? why : "connection failed");
+	log_info("delivery", "event=connect_failed qid=%s host=%s addr=%s error=\"%s\"", job->msg->id,
+		 hop->host, job->addr_text, job->last_error);
+	smtp_client_free(&job->client);
+	job->addr_i++;
+	job->no_tls = 0;
+	try_next_addr(job);
+}
+
+static void try_next_addr(struct remote_job *job)
+{
+	const struct remote_hop *hop = &job->hops[job->hop];
+	if (job->addr_i >= job->n_addrs) {
+		job->hop++;
+		try_next_hop(job);
+		return;
+	}
+	struct sockaddr_storage *ss = &job->addrs[job->addr_i];
+	set_port(ss, hop->port);
+	addr_to_text(ss, job->addr_text, sizeof(job->addr_text));
+	const struct config_route *r = job->route;
+	memset(&job->set, 0, sizeof(job->set));
+	job->set.helo = job->ctx->cfg->helo_name[0] ? job->ctx->cfg->helo_name
+						    : job->ctx->cfg->hostname;
+	job->set.ssl_ctx = job->ctx->tls_ctx;
+	job->set.tls_name = hop->host;
+	if (r == NULL)
+		job->set.tls = job->no_tls ? SMTP_CLIENT_TLS_NONE : SMTP_CLIENT_TLS_OPPORTUNISTIC;
+	else if (r->tls == RELAY_TLS_IMPLICIT)
+		job->set.tls = SMTP_CLIENT_TLS_IMPLICIT;
+	else if (r->tls == RELAY_TLS_NONE)
+		job->set.tls = SMTP_CLIENT_TLS_NONE;
+	else
+		job->set.tls = SMTP_CLIENT_TLS_REQUIRED;
+	if (r != NULL && r->username[0] != '\0') {
+		job->set.auth_user = r->username;
+		job->set.auth_password = r->password;
+	}
+	int t = job->ctx->cfg->client_timeout;
+	job->set.connect_timeout = job->ctx->cfg->connect_timeout;
+	job->set.greeting_timeout = job->ctx->cfg->connect_timeout;
+	job->set.command_timeout = t;
+	job->set.data_timeout = t;
+	job->set.data_end_timeout = t * 2;
+	socklen_t len = ss->ss_family == AF_INET ? sizeof(struct sockaddr_in)
+						 : sizeof(struct sockaddr_in6);
+	job->client = smtp_client_connect(job->ctx->base, (struct sockaddr *)ss, len, &job->set,
+					  client_event, job);
+	if (job->client == NULL) {
+		set_failure(job, "4.3.0", "cannot connect to %s [%s]: out of resources", hop->host,
+			    job->addr_text);
+		job->addr_i++;
+		try_next_addr(job);
+	}
+}
+
+static void addrs_done(void *arg, const struct dns_addr_result *res)
+{
+	struct remote_job *job = arg;
+	job->query = NULL;
+	if (res->status != DNS_OK || res->n == 0) {
+		set_failure(job, res->status == DNS_TEMPFAIL ? "4.4.3" : "4.4.4",
+			    "cannot find the address of %s: %s", job->hops[job->hop].host, res->why);
+		job->hop++;
+		try_next_hop(job);
+		return;
+	}
+	job->n_addrs = res->n;
+	memcpy(job->addrs, res->addr, (size_t)res->n * sizeof(res->addr[0]));
+	job->addr_i = 0;
+	try_next_addr(job);
+}
+
+static void try_next_hop(struct remote_job *job)
+{
+	if (job->hop >= job->n_hops) {
+		finish(job, REMOTE_TEMPFAIL);
+		return;
+	}
+	struct remote_hop *hop = &job->hops[job->hop];
+	if (is_ip_literal(hop->host, &job->addrs[0])) {
+		job->n_addrs = 1;
+		job->addr_i = 0;
+		try_next_addr(job);
+		return;
+	}
+	job->query = dns_lookup_addrs(job->ctx->dns, hop->host, addrs_done, job);
+	if (job->query == NULL) {
+		set_failure(job, "4.3.0", "out of memory looking up %s", hop->host);
+		finish(job, REMOTE_TEMPFAIL);
+	}
+}
+
+static void mx_done(void *arg, const struct dns_mx_result *res)
+{
+	struct remote_job *job = arg;
+	job->query = NULL;
+	int port = job->ctx->cfg->delivery_port;
+	switch (res->status) {
+	case DNS_OK:
+		for (int i = 0; i < res->n && job->n_hops < DNS_MAX_MX; i++) {
+			snprintf(job->hops[job->n_hops].host, sizeof(job->hops[0].host), "%s",
+				 res->mx[i].host);
+			job->hops[job->n_hops++].port = port;
+		}
+		break;
+	case DNS_NODATA:
+		/* No MX: the domain itself is the host (RFC 5321 5.1). */
+		snprintf(job->hops[0].host, sizeof(job->hops[0].host), "%s", job->domain);
+		job->hops[0].port = port;
+		job->n_hops = 1;
+		break;
+	case DNS_NULL_MX:
+		set_failure(job, "5.1.10", "%s does not accept mail (null MX, RFC 7505)",
+			    job->domain);
+		finish(job, REMOTE_PERMFAIL);
+		return;
+	case DNS_NXDOMAIN:
+	case DNS_BAD_NAME:
+		set_failure(job, "5.1.2", "the domain %s does not exist (%s)", job->domain,
+			    res->why);
+		finish(job, REMOTE_PERMFAIL);
+		return;
+	case DNS_TEMPFAIL:
+	default:
+		set_failure(job, "4.4.3", "MX lookup for %s failed: %s", job->domain, res->why);
+		finish(job, REMOTE_TEMPFAIL);
+		return;
+	}
+	job->hop = 0;
+	try_next_hop(job);
+}
+
+struct remote_job *remote_job_start(const struct remote_ctx *ctx, const char *domain,
+				    const struct remote_msg *msg, struct remote_rcpt *rcpts, int n,
+				    remote_done_fn *done, void *arg)
+{
+	struct remote_job *job = calloc(1, sizeof(*job));
+	if (job == NULL)
+		return NULL;
+	job->crcpts = calloc((size_t)n, sizeof(*job->crcpts));
+	job->ev_finish = event_new(ctx->base, -1, 0, on_finish, job);
+	if (job->crcpts == NULL || job->ev_finish == NULL) {
+		remote_job_cancel(&job);
+		return NULL;
+	}
+	job->ctx = ctx;
+	snprintf(job->domain, sizeof(job->domain), "%s", domain);
+	job->msg = msg;
+	job->rcpts = rcpts;
+	job->n = n;
+	job->done = done;
+	job->arg = arg;
+	for (int i = 0; i < n; i++) {
+		rcpts[i].status[0] = '\0';
+		rcpts[i].diagnostic[0] = '\0';
+		rcpts[i].remote_mta[0] = '\0';
+		rcpts[i].outcome = REMOTE_TEMPFAIL;
+		job->crcpts[i].addr = rcpts[i].addr;
+		job->crcpts[i].orcpt = rcpts[i].orcpt;
+		job->crcpts[i].notify = rcpts[i].notify;
+	}
+	job->route = config_route_for(ctx->cfg, domain);
+	if (job->route != NULL) {
+		char host[256];
+		int port;
+		if (config_split_address(job->route->host, host, sizeof(host), &port) < 0) {
+			set_failure(job, "4.3.5", "bad route host %s", job->route->host);
+			finish(job, REMOTE_TEMPFAIL);
+			return job;
+		}
+		snprintf(job->hops[0].host, sizeof(job->hops[0].host), "%s", host);
+		job->hops[0].port = port;
+		job->n_hops = 1;
+		try_next_hop(job);
+		return job;
+	}
+	job->query = dns_lookup_mx(ctx->dns, domain, mx_done, job);
+	if (job->query == NULL) {
+		set_failure(job, "4.3.0", "out of memory looking up %s", domain);
+		finish(job, REMOTE_TEMPFAIL);
+	}
+	return job;
+}
+
+void remote_job_cancel(struct remote_job **jobp)
+{
+	struct remote_job *job = *jobp;
+	if (job == NULL)
+		return;
+	if (job->query != NULL)
+		dns_cancel(&job->query);
+	if (job->client != NULL)
+		smtp_client_free(&job->client);
+	if (job->ev_finish != NULL)
+		event_free(job->ev_finish);
+	free(job->crcpts);
+	free(job);
+	*jobp = NULL;
+}

@@ -1,0 +1,357 @@
+"""Outbound delivery (issue 3): MX walk, retries, bounces, delay warnings, smarthost,
+routes, misbehaving remotes, crashes.  Remote servers are Postfix's smtp-sink, a server
+of our own that misbehaves, and tern itself; DNS is the test unbound."""
+
+import email
+import email.policy
+import os
+import signal
+import time
+
+import pytest
+
+from conftest import DEMO, T, make_message, message_id_of, uniq, wait_for
+from sinks import BadServer, SmtpSink, free_port_on, port_free_on
+
+
+def delivery_port(*hosts):
+    """A port free on every one of hosts (127.0.0.x)."""
+    for _ in range(50):
+        p = free_port_on(hosts[0])
+        if all(port_free_on(h, p) for h in hosts[1:]):
+            return p
+    raise RuntimeError("no common free port")
+
+
+def outbound(make_tern, port, **delivery):
+    opts = {"port": str(port), "retry_schedule": "1s", "connect_timeout": "3s",
+            "command_timeout": "5s"}
+    opts.update({k: str(v) for k, v in delivery.items()})
+    t = make_tern(delivery=opts)
+    t.add_alias("postmaster@example.test", DEMO)
+    return t
+
+
+def submit(t, rcpt, subject=None):
+    """demo@ submits a message to rcpt (authenticated, STARTTLS); returns it."""
+    msg = make_message(sender=DEMO, to=rcpt, subject=subject or uniq("out"))
+    t.send(msg, to=[rcpt], sender=DEMO, role="submission", login=DEMO)
+    return msg
+
+
+def dsn_parts(raw):
+    """Parses a delivery status notification from a Maildir file: (report, status
+    blocks as dicts, returned part)."""
+    m = email.message_from_bytes(raw, policy=email.policy.default)
+    assert m.get_content_type() == "multipart/report", m.get_content_type()
+    assert m.get_param("report-type") == "delivery-status"
+    parts = list(m.iter_parts())
+    assert parts[1].get_content_type() == "message/delivery-status"
+    blocks = []
+    for b in parts[1].get_payload():
+        blocks.append({k.lower(): str(v) for k, v in b.items()})
+    return m, blocks, parts[2] if len(parts) > 2 else None
+
+
+def wait_dsn(t, marker, what):
+    """The DSN about the message with marker, in demo's Maildir."""
+    def find():
+        for raw in t.messages(DEMO):
+            if b"multipart/report" in raw and marker.encode() in raw:
+                return raw
+        return None
+    return wait_for(find, T(20), what=what)
+
+
+def test_mx_preference_and_failover(make_tern):
+    dom = uniq("pref") + ".test"
+    port = delivery_port("127.0.0.2", "127.0.0.3")
+    t = outbound(make_tern, port)
+    t.dns.add("%s. MX 10 mx1.%s." % (dom, dom), "%s. MX 20 mx2.%s." % (dom, dom),
+              "mx1.%s. A 127.0.0.2" % dom, "mx2.%s. A 127.0.0.3" % dom)
+    sink = SmtpSink("127.0.0.3", port)
+    try:
+        msg = submit(t, "user@" + dom)
+        wait_for(lambda: sink.find(message_id_of(msg)), T(20), what="the message at MX 20")
+        # MX 10 (nothing listening) was tried first.
+        failed = [e for e in t.events("connect_failed") if e.get("addr") == "127.0.0.2"]
+        assert failed, t.log_text()
+        sent = wait_for(lambda: t.events("sent"), T(10), what="a sent line")
+        assert "mx2.%s" % dom in sent[0]["relay"] and "127.0.0.3" in sent[0]["relay"], sent
+        wait_for(lambda: not t.queue_files(), T(10), what="the queue to empty")
+    finally:
+        sink.stop()
+
+
+def test_first_mx_preferred_when_up(make_tern):
+    dom = uniq("pref") + ".test"
+    port = delivery_port("127.0.0.2", "127.0.0.3")
+    t = outbound(make_tern, port)
+    t.dns.add("%s. MX 20 mx2.%s." % (dom, dom), "%s. MX 10 mx1.%s." % (dom, dom),
+              "mx1.%s. A 127.0.0.2" % dom, "mx2.%s. A 127.0.0.3" % dom)
+    s1, s2 = SmtpSink("127.0.0.2", port), SmtpSink("127.0.0.3", port)
+    try:
+        msgs = [submit(t, "user%d@%s" % (i, dom)) for i in range(3)]
+        for m in msgs:
+            wait_for(lambda: s1.find(message_id_of(m)), T(20), what="delivery to MX 10")
+        assert not s2.messages()
+    finally:
+        s1.stop()
+        s2.stop()
+
+
+def test_tempfail_then_success_on_retry(make_tern):
+    dom = uniq("retry") + ".test"
+    port = delivery_port("127.0.0.4")
+    t = outbound(make_tern, port)
+    t.dns.add("%s. MX 10 mx.%s." % (dom, dom), "mx.%s. A 127.0.0.4" % dom)
+    sink = SmtpSink("127.0.0.4", port, ["-r", "RCPT"])
+    try:
+        msg = submit(t, "later@" + dom)
+        ev = wait_for(lambda: t.events("deferred"), T(20), what="a deferred attempt")
+        assert ev[0]["status"].startswith("4"), ev
+        assert "next_retry" in ev[0], ev
+        assert t.queue_files(), "the message must stay queued"
+        sink.stop()
+        sink = SmtpSink("127.0.0.4", port)
+        wait_for(lambda: sink.find(message_id_of(msg)), T(30), what="delivery on retry")
+        wait_for(lambda: not t.queue_files(), T(10), what="the queue to empty")
+    finally:
+        sink.stop()
+
+
+def test_permanent_failure_bounces_to_sender(make_tern):
+    dom = uniq("hard") + ".test"
+    port = delivery_port("127.0.0.5")
+    t = outbound(make_tern, port)
+    t.dns.add("%s. MX 10 mx.%s." % (dom, dom), "mx.%s. A 127.0.0.5" % dom)
+    sink = SmtpSink("127.0.0.5", port, ["-f", "RCPT"])
+    try:
+        subject = uniq("bounce-me")
+        submit(t, "nobody@" + dom, subject=subject)
+        raw = wait_dsn(t, subject, "the bounce in the sender's Maildir")
+        m, blocks, returned = dsn_parts(raw)
+        per_rcpt = [b for b in blocks if "final-recipient" in b]
+        assert per_rcpt[0]["action"] == "failed", blocks
+        assert per_rcpt[0]["status"].startswith("5."), blocks
+        assert ("nobody@" + dom) in per_rcpt[0]["final-recipient"], blocks
+        assert "127.0.0.5" in per_rcpt[0].get("remote-mta", "") or \
+            "mx." + dom in per_rcpt[0].get("remote-mta", ""), blocks
+        assert subject in returned.as_string()
+        assert m["Auto-Submitted"] is not None
+        wait_for(lambda: not t.queue_files(), T(10), what="the queue to empty")
+    finally:
+        sink.stop()
+
+
+def test_null_mx_bounces_at_once(make_tern):
+    dom = uniq("nullmx") + ".test"
+    t = outbound(make_tern, delivery_port("127.0.0.1"))
+    t.dns.add("%s. MX 0 ." % dom)
+    subject = uniq("nullmx")
+    submit(t, "x@" + dom, subject=subject)
+    raw = wait_dsn(t, subject, "a bounce for a null MX domain")
+    _, blocks, _ = dsn_parts(raw)
+    assert [b for b in blocks if b.get("status") == "5.1.10"], blocks
+
+
+def test_nxdomain_bounces(make_tern):
+    dom = uniq("nowhere") + ".test"  # not in the test DNS: NXDOMAIN
+    t = outbound(make_tern, delivery_port("127.0.0.1"))
+    subject = uniq("nxdomain")
+    submit(t, "x@" + dom, subject=subject)
+    raw = wait_dsn(t, subject, "a bounce for a domain that does not exist")
+    _, blocks, _ = dsn_parts(raw)
+    assert [b for b in blocks if b.get("status") == "5.1.2"], blocks
+
+
+def test_delay_warning_then_expiry(make_tern):
+    # mx.dead.test: nothing listens on the delivery port.
+    t = outbound(make_tern, delivery_port("127.0.0.1"), delay_warning="2s",
+                 queue_lifetime="%ds" % T(8))
+    subject = uniq("slow")
+    submit(t, "patient@far.test", subject=subject)
+    raw = wait_dsn(t, subject, "a delay warning")
+    _, blocks, _ = dsn_parts(raw)
+    delayed = [b for b in blocks if b.get("action") == "delayed"]
+    assert delayed and delayed[0]["status"].startswith("4."), blocks
+    assert "will-retry-until" in delayed[0], blocks
+    assert t.queue_files(), "still queued after the warning"
+
+    def bounced():
+        for raw in t.find_messages(DEMO, subject):
+            if b"multipart/report" in raw and b"Action: failed" in raw:
+                return raw
+        return None
+    raw = wait_for(bounced, T(30), what="the bounce when the queue lifetime ends")
+    wait_for(lambda: not [p for p in t.queue_files() if "/tmp/" not in p], T(10),
+             what="the queue to empty")
+    # Exactly one warning, however many attempts were made.
+    warnings = [r for r in t.find_messages(DEMO, subject) if b"Action: delayed" in r]
+    assert len(warnings) == 1, len(warnings)
+
+
+def test_null_sender_failure_goes_to_postmaster(make_tern):
+    dom = uniq("hard") + ".test"
+    port = delivery_port("127.0.0.5")
+    t = outbound(make_tern, port, queue_lifetime="1h")
+    t.add_domain("relay.test")
+    t.add_alias("fwd@relay.test", "x@" + dom)
+    t.dns.add("%s. MX 10 mx.%s." % (dom, dom), "mx.%s. A 127.0.0.5" % dom)
+    sink = SmtpSink("127.0.0.5", port, ["-f", "RCPT"])
+    try:
+        # A bounce-like message from <> forwarded through an alias to a remote 5xx.
+        subject = uniq("from-null")
+        msg = make_message(sender="MAILER-DAEMON@y.test", to="fwd@relay.test", subject=subject)
+        t.send(msg, to=["fwd@relay.test"], sender="")
+        raw = wait_dsn(t, subject, "the report to the postmaster (demo via alias)")
+        m, _, _ = dsn_parts(raw)
+        assert "demo@example.test" in str(m["To"]) or "postmaster" in str(m["To"]), m["To"]
+    finally:
+        sink.stop()
+
+
+def test_smarthost_with_starttls_and_auth(make_tern):
+    # The smarthost is another tern: submission with STARTTLS and AUTH, where the
+    # account relay@hub.test may send as demo@example.test (an alias of it there).
+    hub = make_tern(accounts=False)
+    hub.add_domain("dest.test")
+    hub.add_user("u@dest.test")
+    hub.add_domain("hub.test")
+    relay_pw = hub.add_user("relay@hub.test")
+    hub.add_domain("example.test")
+    hub.add_alias("demo@example.test", "relay@hub.test")
+    t = make_tern(extra_config="[relay]\nhost = 127.0.0.1:%d\ntls = starttls\n"
+                               "username = relay@hub.test\npassword = %s\n"
+                               % (hub.sub_port, relay_pw))
+    msg = make_message(sender=DEMO, to="u@dest.test", subject=uniq("via-hub"))
+    t.send(msg, to=["u@dest.test"], sender=DEMO, role="submission", login=DEMO)
+    hub.wait_message("u@dest.test", message_id_of(msg), timeout=T(20))
+    auth_ok = [e for e in hub.events("auth") if e.get("result") == "ok"]
+    assert auth_ok and auth_ok[0]["user"] == "relay@hub.test", hub.log_text()
+    assert hub.events("tls"), "the smarthost connection used STARTTLS"
+    sent = wait_for(lambda: t.events("sent"), T(10), what="a sent line")
+    assert ("127.0.0.1:%d" % hub.sub_port) in sent[0]["relay"] or "127.0.0.1" in sent[0]["relay"]
+    # The relay password is in the config file only, never in a log.
+    assert relay_pw not in t.log_text() and relay_pw not in hub.log_text()
+
+
+def test_smarthost_wrong_password_is_reported(make_tern):
+    hub = make_tern(accounts=False)
+    hub.add_domain("hub.test")
+    hub.add_user("relay@hub.test")
+    t = make_tern(extra_config="[relay]\nhost = 127.0.0.1:%d\ntls = starttls\n"
+                               "username = relay@hub.test\npassword = wrong-password\n"
+                               % hub.sub_port)
+    submit(t, "u@dest.test")
+    ev = wait_for(lambda: t.events("deferred") or t.events("bounced"), T(20),
+                  what="the failed attempt")
+    assert "535" in ev[0].get("reply", "") or "535" in str(ev[0]), ev
+
+
+def test_route_for_one_domain(make_tern):
+    dom = uniq("routed") + ".test"
+    port = delivery_port("127.0.0.6")
+    sink = SmtpSink("127.0.0.6", port)
+    try:
+        t = make_tern(extra_config="[route %s]\nhost = 127.0.0.6:%d\ntls = none\n"
+                                   % (dom, port))
+        t.add_alias("postmaster@example.test", DEMO)
+        # No DNS record exists for dom: only the route can deliver it.
+        msg = submit(t, "someone@" + dom)
+        wait_for(lambda: sink.find(message_id_of(msg)), T(20), what="delivery by the route")
+    finally:
+        sink.stop()
+
+
+@pytest.mark.parametrize("mode", ["garbage", "hang"])
+def test_misbehaving_remote_is_a_temporary_failure(make_tern, mode):
+    dom = uniq(mode) + ".test"
+    port = delivery_port("127.0.0.7")
+    bad = BadServer("127.0.0.7", port, mode)
+    try:
+        t = outbound(make_tern, port, connect_timeout="2s", command_timeout="2s")
+        t.dns.add("%s. MX 10 mx.%s." % (dom, dom), "mx.%s. A 127.0.0.7" % dom)
+        submit(t, "x@" + dom)
+        ev = wait_for(lambda: t.events("deferred"), T(30), what="a deferred attempt")
+        assert ev[0]["status"].startswith("4"), ev
+        assert bad.connections >= 1
+        # The server still works.
+        msg = make_message()
+        t.send(msg)
+        t.wait_message(DEMO, message_id_of(msg))
+    finally:
+        bad.stop()
+
+
+def test_kill_delivery_worker_mid_transfer(make_tern):
+    dom = uniq("slow") + ".test"
+    port = delivery_port("127.0.0.8")
+    sink = SmtpSink("127.0.0.8", port, ["-w", "1"])  # 1 s before answering DATA
+    try:
+        t = outbound(make_tern, port)
+        t.allow_worker_exits = True
+        t.dns.add("%s. MX 10 mx.%s." % (dom, dom), "mx.%s. A 127.0.0.8" % dom)
+        msgs = [make_message(sender=DEMO, subject=uniq("k%d" % i)) for i in range(12)]
+        with t.smtp("submission", login=DEMO) as c:
+            for i, m in enumerate(msgs):
+                assert c.sendmail(DEMO, ["r%d@%s" % (i, dom)], m) == {}
+        for _ in range(2):
+            time.sleep(1.5)
+            pid = list(t.wait_workers("delivery", 1).values())[0]
+            os.kill(pid, signal.SIGKILL)
+            t.killed_pids.add(pid)
+            t.wait_workers("delivery", 1, exclude=(pid,))
+        for m in msgs:
+            wait_for(lambda: sink.find(message_id_of(m)), T(60),
+                     what="every message at the remote at least once")
+        wait_for(lambda: not [p for p in t.queue_files() if "/tmp/" not in p], T(30),
+                 what="the queue to empty")
+    finally:
+        sink.stop()
+
+
+def test_restart_with_full_queue(make_tern):
+    dom = uniq("later") + ".test"
+    port = delivery_port("127.0.0.9")
+    t = outbound(make_tern, port)
+    t.dns.add("%s. MX 10 mx.%s." % (dom, dom), "mx.%s. A 127.0.0.9" % dom)
+    msgs = [submit(t, "r%d@%s" % (i, dom)) for i in range(20)]
+    wait_for(lambda: len(t.events("deferred")) >= 20, T(30), what="20 deferred attempts")
+    assert t.stop() == 0
+    sink = SmtpSink("127.0.0.9", port)
+    try:
+        t.start()
+        for m in msgs:
+            wait_for(lambda: sink.find(message_id_of(m)), T(30),
+                     what="every queued message after the restart")
+    finally:
+        sink.stop()
+
+
+def test_queue_admin_commands(make_tern):
+    t = outbound(make_tern, delivery_port("127.0.0.1"), retry_schedule="1h")
+    subject = uniq("admin")
+    submit(t, "held@far.test", subject=subject)
+    wait_for(lambda: t.events("deferred"), T(20), what="a deferred attempt")
+    out = t.cli("queue", "list").stdout
+    qid = [l.split()[0] for l in out.splitlines() if l and not l.startswith(" ")
+           and "message" not in l][0]
+    assert "next try" in out, out
+    show = t.cli("queue", "show", qid).stdout
+    assert subject in show and "held@far.test" in show, show
+    stats = t.cli("queue", "stats").stdout
+    assert "far.test" in stats and "messages        1" in stats, stats
+    t.cli("queue", "hold", qid)
+    assert "held" in t.cli("queue", "list").stdout
+    n = len(t.events("deferred"))
+    t.cli("queue", "flush")
+    time.sleep(T(2))
+    assert len(t.events("deferred")) == n, "a held message is not tried"
+    t.cli("queue", "release", qid)
+    wait_for(lambda: len(t.events("deferred")) > n, T(20), what="a retry after release")
+    t.cli("queue", "retry", qid)
+    wait_for(lambda: len(t.events("deferred")) > n + 1, T(20), what="a retry on request")
+    assert t.cli("queue", "retry", "NOSUCHIDNOSUCHIDNOSU", check=False).returncode == 1
+    t.cli("queue", "delete", qid)
+    assert "queue is empty" in t.cli("queue", "list").stdout
