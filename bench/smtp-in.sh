@@ -227,7 +227,7 @@ address = 127.0.0.1:$TERN_PORT
 EOF
 # tern does no DNS on the inbound path; when the binary knows [delivery] resolver, point
 # it at the test DNS anyway, so that nothing of tern could ever ask the machine's resolver.
-if "$TERN" config reference 2>/dev/null | grep -q '^| `resolver`'; then
+if "$TERN" config reference 2>/dev/null | grep -c '^| `resolver`' >/dev/null; then
 	printf '\n[delivery]\nresolver = 127.0.0.1@%s\n' "$UNBOUND_PORT" >>"$WORK/tern/tern.conf"
 	TERN_RESOLVER="[delivery] resolver = 127.0.0.1@$UNBOUND_PORT"
 else

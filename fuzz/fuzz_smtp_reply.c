@@ -15,7 +15,7 @@
 #include "smtp/smtp_reply.h"
 
 struct outcome {
-	uint64_t hash;     /* over every reply reported, in order */
+	uint64_t hash; /* over every reply reported, in order */
 	int replies;
 	const char *error; /* static text, or NULL */
 };

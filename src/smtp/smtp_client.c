@@ -53,15 +53,15 @@
 #include <unistd.h>
 
 #define CLIENT_SUBSYS          "smtp-client"
-#define CLIENT_READ_HIGH_WATER (64 * 1024)   /* input buffered, at most */
+#define CLIENT_READ_HIGH_WATER (64 * 1024)               /* input buffered, at most */
 #define CLIENT_REPLY_WINDOW    (2 * SMTP_REPLY_LINE_MAX) /* holds any whole line */
-#define CLIENT_BODY_CHUNK      (16 * 1024)   /* read from the message file at a time */
-#define CLIENT_BODY_QUEUE      (64 * 1024)   /* queued output while sending the body */
-#define CLIENT_BODY_LOW_WATER  (16 * 1024)   /* refill when the output drains below */
-#define CLIENT_CMD_MAX         4096          /* a command line we build */
+#define CLIENT_BODY_CHUNK      (16 * 1024)               /* read from the message file at a time */
+#define CLIENT_BODY_QUEUE      (64 * 1024)               /* queued output while sending the body */
+#define CLIENT_BODY_LOW_WATER  (16 * 1024)               /* refill when the output drains below */
+#define CLIENT_CMD_MAX         4096                      /* a command line we build */
 #define CLIENT_NAME_MAX        255
 #define CLIENT_ADDR_MAX        (ADDR_PATH_MAX * 4) /* UTF-8 addresses of SMTPUTF8 */
-#define CLIENT_QUIT_WAIT_MAX   30            /* seconds for the reply to QUIT */
+#define CLIENT_QUIT_WAIT_MAX   30                  /* seconds for the reply to QUIT */
 
 /* RFC 5321 4.5.3.2 */
 #define RFC_CONNECT_TIMEOUT  300
@@ -71,21 +71,21 @@
 #define RFC_DATA_END_TIMEOUT 600
 
 enum client_state {
-	CS_CONNECTING,    /* TCP connect in progress */
-	CS_TLS_CONNECT,   /* implicit TLS handshake */
+	CS_CONNECTING,  /* TCP connect in progress */
+	CS_TLS_CONNECT, /* implicit TLS handshake */
 	CS_GREETING,
 	CS_EHLO,
 	CS_HELO,
 	CS_STARTTLS,      /* STARTTLS sent, waiting for 220 */
 	CS_TLS_HANDSHAKE, /* after 220 to STARTTLS */
 	CS_AUTH,
-	CS_READY,         /* idle, in sync: a message can be sent */
-	CS_TXN,           /* replies to MAIL, RCPTs, DATA */
-	CS_BODY,          /* sending the message */
-	CS_DATA_END,      /* waiting for the reply to "." */
+	CS_READY,    /* idle, in sync: a message can be sent */
+	CS_TXN,      /* replies to MAIL, RCPTs, DATA */
+	CS_BODY,     /* sending the message */
+	CS_DATA_END, /* waiting for the reply to "." */
 	CS_RSET,
 	CS_QUIT,
-	CS_DONE,          /* failed or closed: no more protocol */
+	CS_DONE, /* failed or closed: no more protocol */
 };
 
 enum client_timeout { TO_NONE, TO_CONNECT, TO_GREETING, TO_COMMAND, TO_DATA, TO_DATA_END, TO_QUIT };
@@ -127,14 +127,14 @@ struct smtp_client {
 	struct smtp_client_info info;
 	struct smtp_client_failure failure;
 
-	int expect;         /* replies owed by the server for what we sent */
+	int expect; /* replies owed by the server for what we sent */
 	int tls_active;
-	int starttls_done;  /* tried (successfully or refused): never twice */
+	int starttls_done; /* tried (successfully or refused): never twice */
 	enum auth_step auth_step;
-	int ready_sent;     /* READY was reported */
-	int holds;          /* entry points on the stack: free only at 0 */
-	int freed;          /* free once holds reaches 0 */
-	int quitting;       /* smtp_client_quit(): no callbacks, free after QUIT */
+	int ready_sent; /* READY was reported */
+	int holds;      /* entry points on the stack: free only at 0 */
+	int freed;      /* free once holds reaches 0 */
+	int quitting;   /* smtp_client_quit(): no callbacks, free after QUIT */
 	enum client_deferred deferred;
 	int deferred_result;
 
@@ -142,20 +142,20 @@ struct smtp_client {
 	struct smtp_client_msg *msg;
 	smtp_client_done_fn *done;
 	void *done_arg;
-	int *idx;           /* indices of the rcpts sent, in order */
+	int *idx; /* indices of the rcpts sent, in order */
 	unsigned char *accepted;
 	int n_idx;
-	int n_sent;         /* commands written: 0 MAIL, 1..n_idx RCPT, n_idx + 1 DATA */
+	int n_sent; /* commands written: 0 MAIL, 1..n_idx RCPT, n_idx + 1 DATA */
 	int n_replied;
 	int mail_ok;
 	int n_accepted;
-	int dot_only;       /* DATA was accepted without recipients: "." alone (RFC 2920 3.1) */
+	int dot_only; /* DATA was accepted without recipients: "." alone (RFC 2920 3.1) */
 
 	/* The body. */
 	off_t body_pos;
 	int stuff_bol;
 	int stuff_cr;
-	int body_queued;    /* the final "." is in the output */
+	int body_queued; /* the final "." is in the output */
 	char body_in[CLIENT_BODY_CHUNK];
 	char body_out[2 * CLIENT_BODY_CHUNK + 8];
 };
@@ -172,39 +172,40 @@ static void on_quit(struct smtp_client *c, const struct smtp_reply *r);
 
 /* The state table: what each state waits for, for how long, and who reads its
  * replies.  A state without a handler takes no replies (any is unsolicited). */
+/* clang-format off */
 static const struct client_state_def {
 	const char *name;
 	enum client_timeout timeout;
 	const char *stage; /* for failures and logs */
 	void (*on_reply)(struct smtp_client *c, const struct smtp_reply *r);
 } client_states[] = {
-	/*                  name             timeout       stage          replies */
-	[CS_CONNECTING] = { "connecting",    TO_CONNECT,   "connect",     NULL },
-	[CS_TLS_CONNECT] = { "tls-connect",  TO_CONNECT,   "TLS",         NULL },
-	[CS_GREETING] = { "greeting",        TO_GREETING,  "greeting",    on_greeting },
-	[CS_EHLO] = { "ehlo",                TO_COMMAND,   "EHLO",        on_ehlo },
-	[CS_HELO] = { "helo",                TO_COMMAND,   "HELO",        on_helo },
-	[CS_STARTTLS] = { "starttls",        TO_COMMAND,   "STARTTLS",    on_starttls },
-	[CS_TLS_HANDSHAKE] = { "tls",        TO_COMMAND,   "TLS",         NULL },
-	[CS_AUTH] = { "auth",                TO_COMMAND,   "AUTH",        on_auth },
-	[CS_READY] = { "ready",              TO_NONE,      "idle",        NULL },
-	[CS_TXN] = { "transaction",          TO_COMMAND,   "MAIL",        on_txn },
-	[CS_BODY] = { "body",                TO_DATA,      "data",        on_data_end },
-	[CS_DATA_END] = { "data-end",        TO_DATA_END,  "end-of-data", on_data_end },
-	[CS_RSET] = { "rset",                TO_COMMAND,   "RSET",        on_rset },
-	[CS_QUIT] = { "quit",                TO_QUIT,      "QUIT",        on_quit },
-	[CS_DONE] = { "done",                TO_NONE,      "-",           NULL },
+	/* state               name            timeout       stage          replies */
+	[CS_CONNECTING] =     { "connecting",   TO_CONNECT,   "connect",     NULL },
+	[CS_TLS_CONNECT] =    { "tls-connect",  TO_CONNECT,   "TLS",         NULL },
+	[CS_GREETING] =       { "greeting",     TO_GREETING,  "greeting",    on_greeting },
+	[CS_EHLO] =           { "ehlo",         TO_COMMAND,   "EHLO",        on_ehlo },
+	[CS_HELO] =           { "helo",         TO_COMMAND,   "HELO",        on_helo },
+	[CS_STARTTLS] =       { "starttls",     TO_COMMAND,   "STARTTLS",    on_starttls },
+	[CS_TLS_HANDSHAKE] =  { "tls",          TO_COMMAND,   "TLS",         NULL },
+	[CS_AUTH] =           { "auth",         TO_COMMAND,   "AUTH",        on_auth },
+	[CS_READY] =          { "ready",        TO_NONE,      "idle",        NULL },
+	[CS_TXN] =            { "transaction",  TO_COMMAND,   "MAIL",        on_txn },
+	[CS_BODY] =           { "body",         TO_DATA,      "data",        on_data_end },
+	[CS_DATA_END] =       { "data-end",     TO_DATA_END,  "end-of-data", on_data_end },
+	[CS_RSET] =           { "rset",         TO_COMMAND,   "RSET",        on_rset },
+	[CS_QUIT] =           { "quit",         TO_QUIT,      "QUIT",        on_quit },
+	[CS_DONE] =           { "done",         TO_NONE,      "-",           NULL },
 };
+/* clang-format on */
 
-static const char *const tls_mode_names[] = { "none", "opportunistic", "required", "implicit" };
+static const char *const tls_mode_names[] = {"none", "opportunistic", "required", "implicit"};
 
 static unsigned long client_next_id;
 
 /* ---- logging -------------------------------------------------------------------------- */
 
-__attribute__((format(printf, 3, 4))) static void client_log(struct smtp_client *c,
-							      enum log_level level,
-							      const char *fmt, ...)
+__attribute__((format(printf, 3, 4))) static void
+client_log(struct smtp_client *c, enum log_level level, const char *fmt, ...)
 {
 	char line[2048];
 	va_list ap;
@@ -235,8 +236,8 @@ static void client_log_reply(struct smtp_client *c, const struct smtp_reply *r)
 		snprintf(rc, sizeof(rc), " rcpt=<%s>", log_quote(qa, sizeof(qa), a, strlen(a)));
 	}
 	client_log(c, LOG_LEVEL_INFO, "event=reply stage=%s%s code=%d enhanced=%s text=%s",
-		   client_stage(c), rc, r->code, r->enhanced[0] ? r->enhanced : "-",
-		   log_quote(q, sizeof(q), r->text, r->text_len));
+	           client_stage(c), rc, r->code, r->enhanced[0] ? r->enhanced : "-",
+	           log_quote(q, sizeof(q), r->text, r->text_len));
 }
 
 /* ---- state, timers, writing ------------------------------------------------------------ */
@@ -256,7 +257,7 @@ static int client_timeout_seconds(const struct smtp_client *c, enum client_timeo
 		return c->set.data_end_timeout;
 	case TO_QUIT:
 		return c->set.command_timeout < CLIENT_QUIT_WAIT_MAX ? c->set.command_timeout
-								      : CLIENT_QUIT_WAIT_MAX;
+		                                                     : CLIENT_QUIT_WAIT_MAX;
 	case TO_NONE:
 	default:
 		return 0;
@@ -271,15 +272,15 @@ static void client_arm_timer(struct smtp_client *c)
 		evtimer_del(c->ev_timer);
 		return;
 	}
-	struct timeval tv = { secs, 0 };
+	struct timeval tv = {secs, 0};
 	evtimer_add(c->ev_timer, &tv);
 }
 
 static void client_set_state(struct smtp_client *c, enum client_state st)
 {
 	if (c->state != st)
-		client_log(c, LOG_LEVEL_DEBUG, "event=state from=%s to=%s", client_states[c->state].name,
-			   client_states[st].name);
+		client_log(c, LOG_LEVEL_DEBUG, "event=state from=%s to=%s",
+		           client_states[c->state].name, client_states[st].name);
 	c->state = st;
 	client_arm_timer(c);
 }
@@ -287,8 +288,7 @@ static void client_set_state(struct smtp_client *c, enum client_state st)
 /* Writes one command line; every command earns one reply.  verb is what the debug log
  * shows (never an AUTH payload). */
 __attribute__((format(printf, 3, 4))) static void client_cmd(struct smtp_client *c,
-							      const char *verb,
-							      const char *fmt, ...)
+                                                             const char *verb, const char *fmt, ...)
 {
 	char line[CLIENT_CMD_MAX + 2];
 	va_list ap;
@@ -332,8 +332,9 @@ static void client_destroy(struct smtp_client *c)
 {
 	char q[1300];
 	client_log(c, LOG_LEVEL_INFO, "event=disconnect messages=%d error=%s", c->info.messages,
-		   c->failure.why[0] ? log_quote(q, sizeof(q), c->failure.why, strlen(c->failure.why))
-				     : "-");
+	           c->failure.why[0]
+	               ? log_quote(q, sizeof(q), c->failure.why, strlen(c->failure.why))
+	               : "-");
 	client_close_conn(c);
 	if (c->ev_connect != NULL)
 		event_free(c->ev_connect);
@@ -374,9 +375,8 @@ static void client_release(struct smtp_client *c)
 
 /* ---- results and callbacks ---------------------------------------------------------------- */
 
-__attribute__((format(printf, 4, 5))) static void rcpt_set(struct smtp_client_rcpt *rc, int code,
-							    const char *enhanced,
-							    const char *fmt, ...)
+__attribute__((format(printf, 4, 5))) static void
+rcpt_set(struct smtp_client_rcpt *rc, int code, const char *enhanced, const char *fmt, ...)
 {
 	va_list ap;
 	rc->code = code;
@@ -409,7 +409,7 @@ static void client_finish_msg(struct smtp_client *c, int result)
 	c->idx = NULL;
 	free(c->accepted);
 	c->accepted = NULL;
-	if (result == SMTP_CLIENT_SENT)
+	if (result == SMTP_CLIENT_SENT && c->n_sent > 0)
 		c->info.messages++;
 	if (done != NULL && !c->quitting && !c->freed)
 		done(c, m, result, arg);
@@ -439,16 +439,20 @@ static void client_defer_cb(evutil_socket_t fd, short what, void *arg)
  * recipient without a final answer a temporary failure, closes the connection (a
  * FAIL_REPLY keeps it, unless the reply was 421, for a polite QUIT), and reports:
  * done when a message was under way, CLOSED when idle after READY, FAILED before. */
-__attribute__((format(printf, 5, 6))) static void client_fail(struct smtp_client *c,
-							       enum client_fail_kind kind,
-							       int temporary,
-							       const struct smtp_reply *r,
-							       const char *fmt, ...)
+__attribute__((format(printf, 5, 6))) static void
+client_fail(struct smtp_client *c, enum client_fail_kind kind, int temporary,
+            const struct smtp_reply *r, const char *fmt, ...)
 {
 	const char *stage = client_stage(c);
 	struct smtp_client_failure *f = &c->failure;
 	if (c->state == CS_DONE) {
 		client_close_conn(c); /* reported already */
+		return;
+	}
+	if (c->quitting) {
+		/* Nobody to tell: a QUIT that went wrong just ends. */
+		client_close_conn(c);
+		client_release_later(c);
 		return;
 	}
 	if (f->why[0] == '\0') {
@@ -465,11 +469,11 @@ __attribute__((format(printf, 5, 6))) static void client_fail(struct smtp_client
 		}
 		char q[1300];
 		client_log(c, LOG_LEVEL_WARN, "event=failed stage=%s temporary=%d why=%s", stage,
-			   temporary, log_quote(q, sizeof(q), f->why, strlen(f->why)));
+		           temporary, log_quote(q, sizeof(q), f->why, strlen(f->why)));
 	}
 	/* A refusal leaves the connection in step: keep it for QUIT. */
-	int keep = kind == FAIL_REPLY && (r == NULL || r->code != 421) && c->expect == 0 &&
-		   c->bev != NULL;
+	int keep =
+	    kind == FAIL_REPLY && (r == NULL || r->code != 421) && c->expect == 0 && c->bev != NULL;
 	if (!keep)
 		client_close_conn(c);
 	else
@@ -481,7 +485,7 @@ __attribute__((format(printf, 5, 6))) static void client_fail(struct smtp_client
 		return; /* a message refused before sending: its pending done reports */
 	if (c->msg != NULL) {
 		/* Recipients that got no final answer from the server. */
-		static const char *const enh[] = { "4.4.2", "4.5.0", "4.3.0", "4.4.2" };
+		static const char *const enh[] = {"4.4.2", "4.5.0", "4.3.0", "4.4.2"};
 		struct smtp_client_msg *m = c->msg;
 		int broken = 0;
 		for (int i = 0; i < m->n_rcpts; i++) {
@@ -507,11 +511,11 @@ static void client_ready(struct smtp_client *c)
 		return;
 	c->ready_sent = 1;
 	client_log(c, LOG_LEVEL_INFO,
-		   "event=ready name=%s esmtp=%d tls=%d pipelining=%d size=%lld 8bitmime=%d "
-		   "smtputf8=%d dsn=%d auth=%d",
-		   c->info.remote_name[0] ? c->info.remote_name : "-", c->info.esmtp, c->tls_active,
-		   c->info.pipelining, c->info.size_ext ? c->info.max_size : -1LL,
-		   c->info.eightbitmime, c->info.smtputf8, c->info.dsn, c->info.authenticated);
+	           "event=ready name=%s esmtp=%d tls=%d pipelining=%d size=%lld 8bitmime=%d "
+	           "smtputf8=%d dsn=%d auth=%d",
+	           c->info.remote_name[0] ? c->info.remote_name : "-", c->info.esmtp, c->tls_active,
+	           c->info.pipelining, c->info.size_ext ? c->info.max_size : -1LL,
+	           c->info.eightbitmime, c->info.smtputf8, c->info.dsn, c->info.authenticated);
 	client_emit(c, SMTP_CLIENT_READY);
 }
 
@@ -558,8 +562,9 @@ static void client_process_input(struct smtp_client *c)
 			char peek[300];
 			client_peek_text(in, peek, sizeof(peek));
 			client_log(c, LOG_LEVEL_INFO, "event=protocol_error data=%s", peek);
-			client_fail(c, FAIL_PROTO, 1, NULL, "protocol error from the remote (%s): %s",
-				    client_stage(c), why);
+			client_fail(c, FAIL_PROTO, 1, NULL,
+			            "protocol error from the remote (%s): %s", client_stage(c),
+			            why);
 			return;
 		}
 		evbuffer_drain(in, consumed);
@@ -568,8 +573,8 @@ static void client_process_input(struct smtp_client *c)
 				char peek[300];
 				client_peek_text(in, peek, sizeof(peek));
 				client_fail(c, FAIL_PROTO, 1, NULL,
-					    "unsolicited data from the remote (%s): %s",
-					    client_stage(c), peek);
+				            "unsolicited data from the remote (%s): %s",
+				            client_stage(c), peek);
 				return;
 			}
 			if (consumed == 0)
@@ -581,8 +586,9 @@ static void client_process_input(struct smtp_client *c)
 		    (c->state == CS_BODY && !c->body_queued)) {
 			char q[SMTP_REPLY_TEXT_MAX + 64];
 			client_fail(c, FAIL_PROTO, 1, r->code == 421 ? r : NULL,
-				    "unsolicited reply from the remote (%s): %d %s", client_stage(c),
-				    r->code, log_quote(q, sizeof(q), r->text, r->text_len));
+			            "unsolicited reply from the remote (%s): %d %s",
+			            client_stage(c), r->code,
+			            log_quote(q, sizeof(q), r->text, r->text_len));
 			return;
 		}
 		c->expect--;
@@ -593,8 +599,8 @@ static void client_process_input(struct smtp_client *c)
 			char peek[300];
 			client_peek_text(in, peek, sizeof(peek));
 			client_fail(c, FAIL_PROTO, 1, NULL,
-				    "unsolicited data after the reply to %s: %s", client_stage(c),
-				    peek);
+			            "unsolicited data after the reply to %s: %s", client_stage(c),
+			            peek);
 			return;
 		}
 		if (r->code >= 400)
@@ -689,9 +695,10 @@ static void client_body_pump(struct smtp_client *c)
 		if (got <= 0) {
 			/* Without "." the server discards what it got: closing is the only
 			 * way SMTP has to abort DATA. */
-			client_fail(c, FAIL_LOCAL, 1, NULL, "cannot read the message at offset %lld: %s",
-				    (long long)(m->offset + c->body_pos),
-				    got < 0 ? strerror(errno) : "file shorter than its length");
+			client_fail(c, FAIL_LOCAL, 1, NULL,
+			            "cannot read the message at offset %lld: %s",
+			            (long long)(m->offset + c->body_pos),
+			            got < 0 ? strerror(errno) : "file shorter than its length");
 			return;
 		}
 		size_t o = client_stuff(c, c->body_in, (size_t)got, c->body_out);
@@ -771,7 +778,7 @@ static int client_start_tls(struct smtp_client *c, const char **why_r)
 		c->bev = NULL;
 	}
 	c->bev = bufferevent_openssl_socket_new(c->base, c->fd, ssl, BUFFEREVENT_SSL_CONNECTING,
-						BEV_OPT_CLOSE_ON_FREE);
+	                                        BEV_OPT_CLOSE_ON_FREE);
 	if (c->bev == NULL) {
 		/* libevent 2.1 frees ssl itself when this fails with CLOSE_ON_FREE. */
 		*why_r = "cannot set up the TLS connection";
@@ -800,7 +807,7 @@ static void client_tls_established(struct smtp_client *c)
 		snprintf(c->info.verify_error, sizeof(c->info.verify_error), "no certificate");
 	else if (res != X509_V_OK)
 		snprintf(c->info.verify_error, sizeof(c->info.verify_error), "%s",
-			 X509_verify_cert_error_string(res));
+		         X509_verify_cert_error_string(res));
 	else if (c->tls_name[0] == '\0')
 		snprintf(c->info.verify_error, sizeof(c->info.verify_error), "no name to verify");
 	else
@@ -808,13 +815,14 @@ static void client_tls_established(struct smtp_client *c)
 	c->info.tls_verified = c->info.verify_error[0] == '\0';
 	char q[300];
 	client_log(c, LOG_LEVEL_INFO, "event=tls %s verified=%d%s%s", c->info.tls_desc,
-		   c->info.tls_verified, c->info.tls_verified ? "" : " verify_error=",
-		   c->info.tls_verified ? ""
-					: log_quote(q, sizeof(q), c->info.verify_error,
-						    strlen(c->info.verify_error)));
+	           c->info.tls_verified, c->info.tls_verified ? "" : " verify_error=",
+	           c->info.tls_verified ? ""
+	                                : log_quote(q, sizeof(q), c->info.verify_error,
+	                                            strlen(c->info.verify_error)));
 	if (c->set.tls_verify && !c->info.tls_verified) {
 		client_fail(c, FAIL_NET, 1, NULL, "TLS certificate of %s does not verify: %s",
-			    c->tls_name[0] ? c->tls_name : c->info.remote_addr, c->info.verify_error);
+		            c->tls_name[0] ? c->tls_name : c->info.remote_addr,
+		            c->info.verify_error);
 		return;
 	}
 	if (c->state == CS_TLS_CONNECT) {
@@ -874,9 +882,9 @@ static void client_event_cb(struct bufferevent *bev, short what, void *arg)
 		client_fail(c, FAIL_NET, 1, NULL, "TLS handshake failed: %s", err);
 	} else if (c->state == CS_DATA_END || (c->state == CS_BODY && c->body_queued)) {
 		client_fail(c, FAIL_NET, 1, NULL,
-			    "%s after the end of data was sent (the message may have been "
-			    "delivered; it will be sent again)",
-			    err);
+		            "%s after the end of data was sent (the message may have been "
+		            "delivered; it will be sent again)",
+		            err);
 	} else if (c->state == CS_READY) {
 		client_fail(c, FAIL_NET, 1, NULL, "idle connection ended: %s", err);
 	} else {
@@ -910,12 +918,13 @@ static void client_timer_cb(evutil_socket_t fd, short what, void *arg)
 		break;
 	case CS_DATA_END:
 		client_fail(c, FAIL_NET, 1, NULL,
-			    "no reply to the end of data within %d s (the message may have been "
-			    "delivered; it will be sent again)",
-			    secs);
+		            "no reply to the end of data within %d s (the message may have been "
+		            "delivered; it will be sent again)",
+		            secs);
 		break;
 	default:
-		client_fail(c, FAIL_NET, 1, NULL, "no reply to %s within %d s", client_stage(c), secs);
+		client_fail(c, FAIL_NET, 1, NULL, "no reply to %s within %d s", client_stage(c),
+		            secs);
 		break;
 	}
 	client_release(c);
@@ -938,13 +947,12 @@ static int client_closing_reply(struct smtp_client *c, const struct smtp_reply *
 	if (r->code != 421)
 		return 0;
 	client_fail(c, FAIL_REPLY, 1, r, "the remote is closing the connection (%s): %d %s%s%s",
-		    client_stage(c), r->code, r->enhanced, r->enhanced[0] ? " " : "", r->text);
+	            client_stage(c), r->code, r->enhanced, r->enhanced[0] ? " " : "", r->text);
 	return 1;
 }
 
-__attribute__((format(printf, 3, 4))) static void client_refused(struct smtp_client *c,
-								  const struct smtp_reply *r,
-								  const char *what, ...)
+__attribute__((format(printf, 3, 4))) static void
+client_refused(struct smtp_client *c, const struct smtp_reply *r, const char *what, ...)
 {
 	char w[200];
 	va_list ap;
@@ -952,13 +960,13 @@ __attribute__((format(printf, 3, 4))) static void client_refused(struct smtp_cli
 	vsnprintf(w, sizeof(w), what, ap);
 	va_end(ap);
 	client_fail(c, FAIL_REPLY, r->code / 100 == 4, r, "%s: %d %s%s%s", w, r->code, r->enhanced,
-		    r->enhanced[0] ? " " : "", r->text);
+	            r->enhanced[0] ? " " : "", r->text);
 }
 
 static void client_unexpected(struct smtp_client *c, const struct smtp_reply *r)
 {
-	client_fail(c, FAIL_PROTO, 1, NULL, "unexpected reply to %s: %d %s", client_stage(c), r->code,
-		    r->text);
+	client_fail(c, FAIL_PROTO, 1, NULL, "unexpected reply to %s: %d %s", client_stage(c),
+	            r->code, r->text);
 }
 
 static void on_greeting(struct smtp_client *c, const struct smtp_reply *r)
@@ -994,8 +1002,9 @@ static void client_after_hello(struct smtp_client *c)
 			return;
 		}
 		if (mode == SMTP_CLIENT_TLS_REQUIRED) {
-			client_fail(c, FAIL_REPLY, 1, NULL, "TLS is required but the remote does "
-							    "not offer STARTTLS");
+			client_fail(c, FAIL_REPLY, 1, NULL,
+			            "TLS is required but the remote does "
+			            "not offer STARTTLS");
 			return;
 		}
 		client_log(c, LOG_LEVEL_INFO, "event=no_starttls");
@@ -1147,13 +1156,13 @@ static void client_auth_start(struct smtp_client *c)
 {
 	if (!c->tls_active && !c->set.auth_allow_plaintext) {
 		client_fail(c, FAIL_REPLY, 1, NULL,
-			    "AUTH is configured but the connection is not encrypted (the "
-			    "password is never sent in cleartext)");
+		            "AUTH is configured but the connection is not encrypted (the "
+		            "password is never sent in cleartext)");
 		return;
 	}
 	if (!c->info.auth_plain && !c->info.auth_login) {
 		client_fail(c, FAIL_REPLY, 1, NULL,
-			    "AUTH is configured but the remote offers neither PLAIN nor LOGIN");
+		            "AUTH is configured but the remote offers neither PLAIN nor LOGIN");
 		return;
 	}
 	client_set_state(c, CS_AUTH);
@@ -1186,8 +1195,8 @@ static void on_auth(struct smtp_client *c, const struct smtp_reply *r)
 		c->info.authenticated = 1;
 		char q[600];
 		client_log(c, LOG_LEVEL_INFO, "event=auth user=%s mech=%s",
-			   log_quote(q, sizeof(q), c->auth_user, strlen(c->auth_user)),
-			   c->auth_step == AUTH_PLAIN_SENT ? "PLAIN" : "LOGIN");
+		           log_quote(q, sizeof(q), c->auth_user, strlen(c->auth_user)),
+		           c->auth_step == AUTH_PLAIN_SENT ? "PLAIN" : "LOGIN");
 		client_ready(c);
 		return;
 	}
@@ -1199,8 +1208,8 @@ static void on_auth(struct smtp_client *c, const struct smtp_reply *r)
 		base64_encode((const unsigned char *)v, strlen(v), b64, sizeof(b64));
 		client_cmd(c, "AUTH-response", "%s", b64);
 		explicit_bzero(b64, sizeof(b64));
-		c->auth_step = c->auth_step == AUTH_LOGIN_SENT ? AUTH_LOGIN_USER_SENT
-							       : AUTH_LOGIN_PASS_SENT;
+		c->auth_step =
+		    c->auth_step == AUTH_LOGIN_SENT ? AUTH_LOGIN_USER_SENT : AUTH_LOGIN_PASS_SENT;
 		client_arm_timer(c);
 		return;
 	}
@@ -1245,7 +1254,7 @@ static int client_has_8bit(const char *s)
 
 /* "MAIL FROM:<...> params" into out (cap octets).  0 or -1 when it does not fit. */
 static int client_format_mail(struct smtp_client *c, const struct smtp_client_msg *m, int need_utf8,
-			      char *out, size_t cap)
+                              char *out, size_t cap)
 {
 	size_t o = (size_t)snprintf(out, cap, "MAIL FROM:<%s>", m->from);
 	if (o >= cap)
@@ -1260,7 +1269,7 @@ static int client_format_mail(struct smtp_client *c, const struct smtp_client_ms
 		/* RFC 3461 4.3, 4.4: only to a server that has DSN. */
 		if (m->ret == 1 || m->ret == 2)
 			o += (size_t)snprintf(out + o, cap - o, " RET=%s",
-					      m->ret == 1 ? "FULL" : "HDRS");
+			                      m->ret == 1 ? "FULL" : "HDRS");
 		if (m->envid != NULL && m->envid[0] != '\0' && o < cap) {
 			char x[3 * SMTP_ENVID_MAX + 1];
 			if (smtp_xtext_encode(m->envid, strlen(m->envid), x, sizeof(x)) < 0)
@@ -1272,7 +1281,7 @@ static int client_format_mail(struct smtp_client *c, const struct smtp_client_ms
 }
 
 static int client_format_rcpt(struct smtp_client *c, const struct smtp_client_rcpt *rc, char *out,
-			      size_t cap)
+                              size_t cap)
 {
 	size_t o = (size_t)snprintf(out, cap, "RCPT TO:<%s>", rc->addr);
 	if (o >= cap)
@@ -1287,9 +1296,9 @@ static int client_format_rcpt(struct smtp_client *c, const struct smtp_client_rc
 		static const struct {
 			unsigned bit;
 			const char *name;
-		} notes[] = { { SMTP_NOTIFY_SUCCESS, "SUCCESS" },
-			      { SMTP_NOTIFY_FAILURE, "FAILURE" },
-			      { SMTP_NOTIFY_DELAY, "DELAY" } };
+		} notes[] = {{SMTP_NOTIFY_SUCCESS, "SUCCESS"},
+		             {SMTP_NOTIFY_FAILURE, "FAILURE"},
+		             {SMTP_NOTIFY_DELAY, "DELAY"}};
 		for (size_t i = 0; i < sizeof(notes) / sizeof(notes[0]) && o < cap; i++) {
 			if (rc->notify & notes[i].bit) {
 				o += (size_t)snprintf(out + o, cap - o, "%s%s", sep, notes[i].name);
@@ -1475,7 +1484,7 @@ static void on_rset(struct smtp_client *c, const struct smtp_reply *r)
 		/* Every recipient has its answer already: done says SENT, but the
 		 * connection is not fit for another message. */
 		client_fail(c, r->code == 421 ? FAIL_REPLY : FAIL_PROTO, 1, r,
-			    "RSET refused: %d %s", r->code, r->text);
+		            "RSET refused: %d %s", r->code, r->text);
 		return;
 	}
 	client_ready(c);
@@ -1485,10 +1494,10 @@ static void on_rset(struct smtp_client *c, const struct smtp_reply *r)
 /* ---- public API ------------------------------------------------------------------------------ */
 
 int smtp_client_send(struct smtp_client *c, struct smtp_client_msg *m, smtp_client_done_fn *done,
-		     void *arg)
+                     void *arg)
 {
 	if (!smtp_client_is_ready(c) || m == NULL || m->rcpts == NULL || m->n_rcpts < 1 ||
-	    m->from == NULL || m->len < 0 || m->offset < 0 || done == NULL)
+	    m->from == NULL || m->fd < 0 || m->len < 0 || m->offset < 0 || done == NULL)
 		return -1;
 	for (int i = 0; i < m->n_rcpts; i++) {
 		if (m->rcpts[i].addr == NULL)
@@ -1561,8 +1570,8 @@ int smtp_client_send(struct smtp_client *c, struct smtp_client_msg *m, smtp_clie
 		code = 552;
 		enh = "5.3.4";
 		snprintf(text, sizeof(text),
-			 "message size %lld exceeds the remote's limit of %lld octets (SIZE)",
-			 (long long)m->len, c->info.max_size);
+		         "message size %lld exceeds the remote's limit of %lld octets (SIZE)",
+		         (long long)m->len, c->info.max_size);
 		refusal = text;
 	}
 	if (refusal != NULL) {
@@ -1571,14 +1580,13 @@ int smtp_client_send(struct smtp_client *c, struct smtp_client_msg *m, smtp_clie
 				rcpt_set(&m->rcpts[i], code, enh, "%s", refusal);
 		}
 		char q[400];
-		client_log(c, LOG_LEVEL_INFO, "event=refused_locally code=%d enhanced=%s why=%s", code,
-			   enh, log_quote(q, sizeof(q), refusal, strlen(refusal)));
+		client_log(c, LOG_LEVEL_INFO, "event=refused_locally code=%d enhanced=%s why=%s",
+		           code, enh, log_quote(q, sizeof(q), refusal, strlen(refusal)));
 		client_defer(c, DEFER_DONE, SMTP_CLIENT_SENT);
 		return 0;
 	}
 	if (m->body_8bit && !c->info.eightbitmime)
-		client_log(c, LOG_LEVEL_INFO,
-			   "event=8bit_without_8bitmime action=sent_as_is");
+		client_log(c, LOG_LEVEL_INFO, "event=8bit_without_8bitmime action=sent_as_is");
 
 	if (client_format_mail(c, m, need_utf8, line, sizeof(line)) < 0) {
 		/* Only the SMTPUTF8 keyword was added; it still fits in practice. */
@@ -1658,8 +1666,8 @@ static void client_connect_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 struct smtp_client *smtp_client_connect(struct event_base *base, const struct sockaddr *sa,
-					socklen_t salen, const struct smtp_client_settings *set,
-					smtp_client_event_fn *cb, void *arg)
+                                        socklen_t salen, const struct smtp_client_settings *set,
+                                        smtp_client_event_fn *cb, void *arg)
 {
 	if (base == NULL || sa == NULL || set == NULL || cb == NULL ||
 	    salen > (socklen_t)sizeof(struct sockaddr_storage) || !client_name_ok(set->helo) ||
@@ -1700,14 +1708,14 @@ struct smtp_client *smtp_client_connect(struct event_base *base, const struct so
 		c->set.data_end_timeout = RFC_DATA_END_TIMEOUT;
 	unsigned char ipbuf[sizeof(struct in6_addr)];
 	c->tls_name_is_ip = inet_pton(AF_INET, c->tls_name, ipbuf) == 1 ||
-			    inet_pton(AF_INET6, c->tls_name, ipbuf) == 1;
+	                    inet_pton(AF_INET6, c->tls_name, ipbuf) == 1;
 	c->cb = cb;
 	c->cb_arg = arg;
 	memcpy(&c->sa, sa, salen);
 	c->salen = salen;
 	smtp_reply_parser_init(&c->rp);
 	snprintf(c->info.id, sizeof(c->info.id), "%x%06lx", (unsigned)getpid(),
-		 client_next_id++ & 0xffffff);
+	         client_next_id++ & 0xffffff);
 	client_sockaddr_text(sa, c->info.remote_addr, sizeof(c->info.remote_addr));
 
 	c->ev_timer = evtimer_new(base, client_timer_cb, c);
@@ -1721,7 +1729,7 @@ struct smtp_client *smtp_client_connect(struct event_base *base, const struct so
 		return NULL;
 	}
 	client_log(c, LOG_LEVEL_INFO, "event=connect tls=%s name=%s", tls_mode_names[set->tls],
-		   c->tls_name[0] ? c->tls_name : "-");
+	           c->tls_name[0] ? c->tls_name : "-");
 	client_arm_timer(c);
 
 	c->fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -1745,7 +1753,7 @@ struct smtp_client *smtp_client_connect(struct event_base *base, const struct so
 	c->failure.temporary = 1;
 	c->failure.stage = "connect";
 	client_log(c, LOG_LEVEL_WARN, "event=failed stage=connect temporary=1 why=\"%s\"",
-		   c->failure.why);
+	           c->failure.why);
 	c->state = CS_DONE;
 	client_defer(c, DEFER_FAILED, 0);
 	return c;

@@ -33,9 +33,9 @@ enum smtp_client_tls {
 };
 
 struct smtp_client_settings {
-	const char *helo;       /* our name for EHLO/HELO; required */
+	const char *helo; /* our name for EHLO/HELO; required */
 	enum smtp_client_tls tls;
-	SSL_CTX *ssl_ctx;       /* from tls_client_ctx_new(); required unless tls is NONE */
+	SSL_CTX *ssl_ctx; /* from tls_client_ctx_new(); required unless tls is NONE */
 	/* SNI (only when it is a DNS name, RFC 6066 3) and the name the certificate is
 	 * checked against: the MX host or the smarthost.  NULL: no SNI, and a
 	 * certificate never counts as verified. */
@@ -64,43 +64,44 @@ struct smtp_client;
 
 /* What a session learnt: for the log line and bounces.  Borrowed from the client. */
 struct smtp_client_info {
-	char id[24];             /* this connection in the log lines ("cid=") */
-	char remote_addr[64];    /* "192.0.2.1:25", "[2001:db8::1]:25" */
-	char remote_name[256];   /* the name in the EHLO (else HELO, else greeting) reply */
-	char tls_desc[160];      /* "" or "version=TLSv1.3 cipher=... bits=256" */
-	int tls_verified;        /* 1: the chain verified and matched tls_name */
-	char verify_error[128];  /* why not verified; "" when verified or no TLS */
-	int esmtp;               /* EHLO was accepted */
+	char id[24];            /* this connection in the log lines ("cid=") */
+	char remote_addr[64];   /* "192.0.2.1:25", "[2001:db8::1]:25" */
+	char remote_name[256];  /* the name in the EHLO (else HELO, else greeting) reply */
+	char tls_desc[160];     /* "" or "version=TLSv1.3 cipher=... bits=256" */
+	int tls_verified;       /* 1: the chain verified and matched tls_name */
+	char verify_error[128]; /* why not verified; "" when verified or no TLS */
+	int esmtp;              /* EHLO was accepted */
 	int pipelining, size_ext, eightbitmime, smtputf8, dsn, chunking, starttls;
-	int enhanced_codes;      /* ENHANCEDSTATUSCODES */
+	int enhanced_codes;         /* ENHANCEDSTATUSCODES */
 	int auth_plain, auth_login; /* mechanisms offered */
-	long long max_size;      /* SIZE limit; 0: none announced */
+	long long max_size;         /* SIZE limit; 0: none announced */
 	int authenticated;
-	int messages;            /* transactions completed on this connection */
+	int messages; /* transactions completed on this connection (a message
+	                 refused before anything was sent does not count) */
 };
 
 /* Why a connection failed or closed.  Borrowed from the client. */
 struct smtp_client_failure {
-	int temporary;           /* 1: try again later (or another host); 0: permanent */
+	int temporary; /* 1: try again later (or another host); 0: permanent */
 	/* 1 only in SMTP_CLIENT_TLS_OPPORTUNISTIC mode when the STARTTLS handshake
 	 * failed: usual MTA practice (and what RFC 7435 opportunistic security allows)
 	 * is to retry at once on a new connection with SMTP_CLIENT_TLS_NONE, since the
 	 * alternative is not to deliver at all.  The engine never does it by itself. */
 	int retry_without_tls;
-	int code;                /* the reply that caused it, 0 when none */
+	int code; /* the reply that caused it, 0 when none */
 	char enhanced[16];
 	char text[512];
-	char why[600];           /* one line for logs and DSNs, never empty */
-	const char *stage;       /* "connect", "greeting", "EHLO", "STARTTLS", "TLS",
-				    "AUTH", "MAIL", "RCPT", "DATA", "data", "end-of-data",
-				    "RSET", "idle" */
+	char why[600];     /* one line for logs and DSNs, never empty */
+	const char *stage; /* "connect", "greeting", "EHLO", "STARTTLS", "TLS",
+	                      "AUTH", "MAIL", "RCPT", "DATA", "data", "end-of-data",
+	                      "RSET", "idle" */
 };
 
 enum smtp_client_event {
 	SMTP_CLIENT_READY,  /* greeted, EHLO/STARTTLS/AUTH done: send now (once) */
 	SMTP_CLIENT_FAILED, /* the connection failed before READY: see smtp_client_failure() */
 	SMTP_CLIENT_CLOSED, /* an idle READY connection ended (the server closed it, sent
-			       421 or garbage, or the socket failed) */
+	                       421 or garbage, or the socket failed) */
 };
 
 typedef void smtp_client_event_fn(struct smtp_client *c, enum smtp_client_event ev, void *arg);
@@ -115,8 +116,8 @@ typedef void smtp_client_event_fn(struct smtp_client *c, enum smtp_client_event 
  * greeting, a 5xx to HELO, a 5xx to AUTH.  Returns NULL only when out of memory or
  * set is unusable (no helo, TLS without ssl_ctx, a control character in a name). */
 struct smtp_client *smtp_client_connect(struct event_base *base, const struct sockaddr *sa,
-					socklen_t salen, const struct smtp_client_settings *set,
-					smtp_client_event_fn *cb, void *arg);
+                                        socklen_t salen, const struct smtp_client_settings *set,
+                                        smtp_client_event_fn *cb, void *arg);
 
 const struct smtp_client_info *smtp_client_info(const struct smtp_client *c);
 const struct smtp_client_failure *smtp_client_failure(const struct smtp_client *c);
@@ -142,13 +143,13 @@ struct smtp_client_rcpt {
 };
 
 struct smtp_client_msg {
-	const char *from;       /* "local@domain"; "" for the null reverse-path */
-	int smtputf8;           /* needs SMTPUTF8 (RFC 6531) */
-	int body_8bit;          /* BODY=8BITMIME when the server has 8BITMIME */
-	int ret;                /* DSN RET: 0 none, 1 FULL, 2 HDRS (QUEUE_RET_*) */
-	const char *envid;      /* DSN ENVID, decoded; NULL or "" for none */
+	const char *from;  /* "local@domain"; "" for the null reverse-path */
+	int smtputf8;      /* needs SMTPUTF8 (RFC 6531) */
+	int body_8bit;     /* BODY=8BITMIME when the server has 8BITMIME */
+	int ret;           /* DSN RET: 0 none, 1 FULL, 2 HDRS (QUEUE_RET_*) */
+	const char *envid; /* DSN ENVID, decoded; NULL or "" for none */
 	struct smtp_client_rcpt *rcpts;
-	int n_rcpts;            /* at least 1 */
+	int n_rcpts; /* at least 1 */
 	/* The message, as stored (CRLF lines, not dot-stuffed): fd is read with pread at
 	 * [offset, offset + len) in chunks while the output drains; the engine never
 	 * closes it. */
@@ -157,13 +158,14 @@ struct smtp_client_msg {
 	off_t len;
 };
 
-/* Result of smtp_client_send()'s done: */
-#define SMTP_CLIENT_SENT     0  /* every rcpt has its final code; c may be READY again */
-#define SMTP_CLIENT_BROKEN (-1) /* the connection failed mid-way: rcpts without a final
-				   server answer have a 4xx of ours; free c */
+/* Results of smtp_client_send()'s done.  SENT: every rcpt has its final code, and c may
+ * be READY again (smtp_client_is_ready()).  BROKEN: the connection failed mid-way; the
+ * rcpts without a final server answer have a 4xx of ours; free c. */
+#define SMTP_CLIENT_SENT   0
+#define SMTP_CLIENT_BROKEN (-1)
 
 typedef void smtp_client_done_fn(struct smtp_client *c, struct smtp_client_msg *m, int result,
-				 void *arg);
+                                 void *arg);
 
 /* Sends one message on a READY connection: MAIL FROM (SIZE=, BODY=8BITMIME, SMTPUTF8,
  * RET=/ENVID= as the server allows), RCPT TO for each recipient (NOTIFY=/ORCPT=), DATA,
@@ -171,14 +173,15 @@ typedef void smtp_client_done_fn(struct smtp_client *c, struct smtp_client_msg *
  * DATA leave in one write (RFC 2920 3.1) and replies are matched in order.
  * Checked before anything is sent, failing every rcpt permanently: a message larger
  * than the server's SIZE (552 5.3.4), SMTPUTF8 needed but not offered (553 5.6.7,
- * RFC 6531 3.2), an address or ENVID with a control character (501 5.1.3).
+ * RFC 6531 3.2), a sender or ENVID with a control character or too long (501 5.1.7).
+ * A recipient address like that fails alone (501 5.1.3); the others go.
  * done runs exactly once, later on the loop; m and everything it points to must stay
  * valid until then.  After a failed transaction the engine sends RSET before done, so
  * that c is ready for the next message when done runs (smtp_client_is_ready()).
  * Returns 0, or -1 (nothing happens, done will not run) when c is not READY or m is
- * malformed (no rcpts, NULL addresses, negative len). */
+ * malformed (no rcpts, NULL addresses, fd < 0, negative offset or len). */
 int smtp_client_send(struct smtp_client *c, struct smtp_client_msg *m, smtp_client_done_fn *done,
-		     void *arg);
+                     void *arg);
 
 /* Says QUIT and frees the client once the reply came (or after a bounded wait) when the
  * connection is idle and in sync; otherwise frees at once.  Clears *c.  No callback

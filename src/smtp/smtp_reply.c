@@ -107,10 +107,11 @@ static void append_text(struct smtp_reply *r, const char *s, size_t len)
 /* Takes one line (without its line end) into the reply.  0 with *last_r, or -1 with
  * *why_r. */
 static int take_line(struct smtp_reply *r, const char *s, size_t n, int bare_lf, int *last_r,
-		     const char **why_r)
+                     const char **why_r)
 {
 	if (n < 3 || !is_digit(s[0]) || !is_digit(s[1]) || !is_digit(s[2])) {
-		*why_r = n == 0 ? "empty reply line" : "reply line does not start with a 3-digit code";
+		*why_r =
+		    n == 0 ? "empty reply line" : "reply line does not start with a 3-digit code";
 		return -1;
 	}
 	/* RFC 5321 4.2: 2yz-5yz; 1yz is never used by SMTP. */
@@ -165,7 +166,7 @@ static int take_line(struct smtp_reply *r, const char *s, size_t n, int bare_lf,
 }
 
 static enum smtp_reply_status reply_fail(struct smtp_reply_parser *p, const char *why,
-					 size_t *consumed_r, const char **error_r)
+                                         size_t *consumed_r, const char **error_r)
 {
 	p->error = why;
 	*consumed_r = 0;
@@ -174,7 +175,7 @@ static enum smtp_reply_status reply_fail(struct smtp_reply_parser *p, const char
 }
 
 enum smtp_reply_status smtp_reply_parse(struct smtp_reply_parser *p, const char *in, size_t len,
-					size_t *consumed_r, const char **error_r)
+                                        size_t *consumed_r, const char **error_r)
 {
 	*consumed_r = 0;
 	if (p->error != NULL) {

@@ -15,11 +15,11 @@
 /* RFC 5321 4.5.3.1.5 allows 512 octets a reply line including CRLF; real servers send
  * longer ones (long EHLO lines, verbose rejections), so up to this many are accepted
  * and a longer line is a protocol error. */
-#define SMTP_REPLY_LINE_MAX  4096
+#define SMTP_REPLY_LINE_MAX 4096
 /* Lines of one reply, at most (a multi-line reply longer than this is an error). */
 #define SMTP_REPLY_LINES_MAX 100
 /* Octets of reply text kept (without the NUL); the rest of a longer reply is cut. */
-#define SMTP_REPLY_TEXT_MAX  4096
+#define SMTP_REPLY_TEXT_MAX 4096
 
 /* One line of a reply inside smtp_reply.text. */
 struct smtp_reply_line {
@@ -28,7 +28,7 @@ struct smtp_reply_line {
 };
 
 struct smtp_reply {
-	int code;          /* 200..599 */
+	int code; /* 200..599 */
 	/* "x.y.z" when the first line's text starts with an enhanced status code whose
 	 * class is the reply's first digit (RFC 3463 2, RFC 2034 3); else "". */
 	char enhanced[16];
@@ -44,7 +44,7 @@ struct smtp_reply {
 	int n_lines;
 	struct smtp_reply_line lines[SMTP_REPLY_LINES_MAX];
 	int truncated;
-	int bare_lf;       /* some line ended in LF without CR */
+	int bare_lf; /* some line ended in LF without CR */
 };
 
 enum smtp_reply_status {
@@ -80,7 +80,7 @@ void smtp_reply_parser_init(struct smtp_reply_parser *p);
  * (reported as soon as that many have arrived without LF), more than
  * SMTP_REPLY_LINES_MAX lines, a NUL byte. */
 enum smtp_reply_status smtp_reply_parse(struct smtp_reply_parser *p, const char *in, size_t len,
-					size_t *consumed_r, const char **error_r);
+                                        size_t *consumed_r, const char **error_r);
 
 /* Line i of r as a pointer into r->text (borrowed) and its length; i < r->n_lines. */
 const char *smtp_reply_line(const struct smtp_reply *r, int i, size_t *len_r);

@@ -316,10 +316,8 @@ static struct bufferevent *tls_bev_new(struct smtp_session *s)
 		return NULL;
 	struct bufferevent *bev = bufferevent_openssl_socket_new(
 		s->srv->base, s->fd, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
-	if (bev == NULL) {
-		SSL_free(ssl);
-		return NULL;
-	}
+	if (bev == NULL)
+		return NULL; /* libevent has freed ssl already */
 	bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
 	return bev;
 }

@@ -6,7 +6,8 @@
  * the text, "BODY" reads a DATA body up to its terminator, "TLS" does the server side
  * of a handshake, "QUIET:ms" checks that the client sends nothing meanwhile (no
  * pipelining where the server did not offer it), "SLEEP:ms", "HANG" (read until the
- * client gives up), "EOF" (expect the client to close).  It records everything the
+ * client gives up), "EOF" (expect the client to close), "DRAIN:ms" (read until the
+ * client closes or is quiet for ms, then close).  It records everything the
  * client sent.  The client runs on a libevent loop in the test's thread; every run is
  * bounded in time. */
 #include <stdarg.h>
@@ -100,14 +101,15 @@ static int fake_read_more(struct fake *f, int timeout_ms)
 		return -1;
 	for (int tries = 0; tries < 100; tries++) {
 		if (f->ssl == NULL || SSL_pending(f->ssl) == 0) {
-			struct pollfd p = { f->fd, POLLIN, 0 };
+			struct pollfd p = {f->fd, POLLIN, 0};
 			int pr = poll(&p, 1, timeout_ms);
 			if (pr <= 0)
 				return -1;
 		}
 		ssize_t n;
 		if (f->ssl != NULL) {
-			int r = SSL_read(f->ssl, f->rbuf + f->rlen, (int)(sizeof(f->rbuf) - f->rlen));
+			int r =
+			    SSL_read(f->ssl, f->rbuf + f->rlen, (int)(sizeof(f->rbuf) - f->rlen));
 			if (r <= 0) {
 				int e = SSL_get_error(f->ssl, r);
 				if (e == SSL_ERROR_WANT_READ)
@@ -226,14 +228,14 @@ static void fake_close_conn(struct fake *f)
 
 static int fake_accept(struct fake *f)
 {
-	struct pollfd p = { f->lfd, POLLIN, 0 };
+	struct pollfd p = {f->lfd, POLLIN, 0};
 	if (poll(&p, 1, FAKE_IO_TIMEOUT_MS) <= 0)
 		return -1;
 	f->fd = accept(f->lfd, NULL, NULL);
 	if (f->fd < 0)
 		return -1;
 	/* Bounds blocking TLS reads and writes too. */
-	struct timeval tv = { FAKE_IO_TIMEOUT_MS / 1000, 0 };
+	struct timeval tv = {FAKE_IO_TIMEOUT_MS / 1000, 0};
 	setsockopt(f->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	setsockopt(f->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 	return 0;
@@ -256,7 +258,7 @@ static void fake_step(struct fake *f, int i, const char *st)
 			return;
 		}
 		int ok = st[1] == ':' ? strcmp(line, st + 2) == 0
-				      : strncmp(line, st + 2, strlen(st + 2)) == 0;
+		                      : strncmp(line, st + 2, strlen(st + 2)) == 0;
 		if (!ok)
 			fake_error(f, "step %d: expected '%s', got '%s'", i, st + 2, line);
 	} else if (strcmp(st, "BODY") == 0) {
@@ -271,14 +273,14 @@ static void fake_step(struct fake *f, int i, const char *st)
 		}
 	} else if (strncmp(st, "QUIET:", 6) == 0) {
 		if (f->rlen > 0) {
-			fake_error(f, "step %d: client sent more than asked: '%.*s'", i, (int)f->rlen,
-				   f->rbuf);
+			fake_error(f, "step %d: client sent more than asked: '%.*s'", i,
+			           (int)f->rlen, f->rbuf);
 			return;
 		}
 		int r = fake_read_more(f, atoi(st + 6));
 		if (r != -1)
 			fake_error(f, "step %d: client did not wait for a reply: '%.*s'", i,
-				   (int)f->rlen, f->rbuf);
+			           (int)f->rlen, f->rbuf);
 	} else if (strncmp(st, "SLEEP:", 6) == 0) {
 		usleep((useconds_t)atoi(st + 6) * 1000);
 	} else if (strcmp(st, "HANG") == 0) {
@@ -296,6 +298,13 @@ static void fake_step(struct fake *f, int i, const char *st)
 		}
 		if (r != 0)
 			fake_error(f, "step %d: the client did not close", i);
+	} else if (strncmp(st, "DRAIN:", 6) == 0) {
+		double deadline = now_s() + FAKE_IO_TIMEOUT_MS / 1000.0;
+		int r = 1;
+		while (r > 0 && now_s() < deadline) {
+			f->rlen = 0;
+			r = fake_read_more(f, atoi(st + 6));
+		}
 	} else if (strcmp(st, "ACCEPT") == 0) {
 		fake_close_conn(f);
 		if (fake_accept(f) < 0)
@@ -332,7 +341,7 @@ static struct fake *fake_start(const char *const *script, SSL_CTX *ctx)
 	f->fd = -1;
 	f->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	assert_true(f->lfd >= 0);
-	struct sockaddr_in sin = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
 	assert_int_equal(bind(f->lfd, (struct sockaddr *)&sin, sizeof(sin)), 0);
 	assert_int_equal(listen(f->lfd, 4), 0);
 	socklen_t sl = sizeof(sin);
@@ -349,7 +358,7 @@ static void fake_finish(struct fake *f)
 	close(f->lfd);
 	if (f->err[0] != '\0')
 		fail_msg("fake server: %s\nclient sent:\n%.*s", f->err,
-			 (int)(f->got_len > 3000 ? 3000 : f->got_len), f->got);
+		         (int)(f->got_len > 3000 ? 3000 : f->got_len), f->got);
 }
 
 static void fake_free(struct fake *f)
@@ -367,7 +376,7 @@ struct fixture {
 	char key[256];
 	char log[256];
 	SSL_CTX *server_ctx;
-	SSL_CTX *client_ctx;      /* system trust only: the fake's cert does not verify */
+	SSL_CTX *client_ctx;       /* system trust only: the fake's cert does not verify */
 	SSL_CTX *client_ctx_trust; /* trusts the fake's self-signed cert */
 	int n_files;
 };
@@ -464,15 +473,15 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
 static struct smtp_client_settings default_settings(void)
 {
 	struct smtp_client_settings s = {
-		.helo = "client.test",
-		.tls = SMTP_CLIENT_TLS_NONE,
-		.ssl_ctx = fx->client_ctx,
-		.tls_name = "localhost",
-		.connect_timeout = 5,
-		.greeting_timeout = 5,
-		.command_timeout = 5,
-		.data_timeout = 5,
-		.data_end_timeout = 5,
+	    .helo = "client.test",
+	    .tls = SMTP_CLIENT_TLS_NONE,
+	    .ssl_ctx = fx->client_ctx,
+	    .tls_name = "localhost",
+	    .connect_timeout = 5,
+	    .greeting_timeout = 5,
+	    .command_timeout = 5,
+	    .data_timeout = 5,
+	    .data_end_timeout = 5,
 	};
 	return s;
 }
@@ -481,18 +490,19 @@ static struct smtp_client_settings default_settings(void)
  * the fake server (if any) is done; bounded by RUN_MAX_SECONDS.  Returns the time it
  * took. */
 static double run_client(struct run *r, int port, const struct smtp_client_settings *set,
-			 struct fake *f)
+                         struct fake *f)
 {
 	r->base = event_base_new();
 	assert_non_null(r->base);
 	struct event *tick = event_new(r->base, -1, EV_PERSIST, tick_cb, NULL);
-	struct timeval tv = { 0, 20000 };
+	struct timeval tv = {0, 20000};
 	event_add(tick, &tv);
-	struct sockaddr_in sin = { .sin_family = AF_INET,
-				   .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
-				   .sin_port = htons((uint16_t)port) };
+	struct sockaddr_in sin = {.sin_family = AF_INET,
+	                          .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
+	                          .sin_port = htons((uint16_t)port)};
 	double t0 = now_s();
-	r->c = smtp_client_connect(r->base, (struct sockaddr *)&sin, sizeof(sin), set, run_event, r);
+	r->c =
+	    smtp_client_connect(r->base, (struct sockaddr *)&sin, sizeof(sin), set, run_event, r);
 	assert_non_null(r->c);
 	/* Never a callback from inside the call. */
 	assert_int_equal(r->n_events, 0);
@@ -528,7 +538,7 @@ static int msg_file(const char *data, size_t len)
 }
 
 static void msg_init(struct smtp_client_msg *m, struct smtp_client_rcpt *rc, int n,
-		     const char *body)
+                     const char *body)
 {
 	memset(m, 0, sizeof(*m));
 	m->from = "a@example.org";
@@ -562,41 +572,42 @@ static char *read_log(void)
 static void test_pipelining(void **state)
 {
 	static const char *const script[] = {
-		EHLO_BASIC,
-		"S:250-fake.test hello",
-		"S:250-PIPELINING",
-		"S:250-SIZE 100000",
-		"S:250-ENHANCEDSTATUSCODES",
-		"S:250 8BITMIME",
-		/* The server answers nothing before it has MAIL, both RCPTs and DATA:
-		 * a client that waited for the MAIL reply would time out here. */
-		"C:MAIL FROM:<a@example.org> SIZE=20 BODY=8BITMIME",
-		"C:RCPT TO:<b@example.net>",
-		"C:RCPT TO:<c@example.net>",
-		"C:DATA",
-		"S:250 2.1.0 Ok",
-		"S:250 2.1.5 Ok",
-		"S:250 2.1.5 Ok",
-		"S:354 End data with <CR><LF>.<CR><LF>",
-		"BODY",
-		"S:250 2.0.0 Ok: queued as ABC",
-		"C:QUIT",
-		"S:221 2.0.0 Bye",
-		NULL,
+	    EHLO_BASIC,
+	    "S:250-fake.test hello",
+	    "S:250-PIPELINING",
+	    "S:250-SIZE 100000",
+	    "S:250-ENHANCEDSTATUSCODES",
+	    "S:250 8BITMIME",
+	    /* The server answers nothing before it has MAIL, both RCPTs and DATA:
+	     * a client that waited for the MAIL reply would time out here. */
+	    "C:MAIL FROM:<a@example.org> SIZE=20 BODY=8BITMIME",
+	    "C:RCPT TO:<b@example.net>",
+	    "C:RCPT TO:<c@example.net>",
+	    "C:DATA",
+	    "S:250 2.1.0 Ok",
+	    "S:250 2.1.5 Ok",
+	    "S:250 2.1.5 Ok",
+	    "S:354 End data with <CR><LF>.<CR><LF>",
+	    "BODY",
+	    "S:250 2.0.0 Ok: queued as ABC",
+	    "C:QUIT",
+	    "S:221 2.0.0 Bye",
+	    NULL,
 	};
 	struct fake *f = fake_start(script, NULL);
 	/* DSN parameters are given but the server has no DSN: they must not go out. */
 	struct smtp_client_rcpt rc[2] = {
-		{ .addr = "b@example.net", .orcpt = "rfc822;b@example.net",
-		  .notify = SMTP_NOTIFY_SUCCESS | SMTP_NOTIFY_FAILURE },
-		{ .addr = "c@example.net", .notify = SMTP_NOTIFY_NEVER },
+	    {.addr = "b@example.net",
+	     .orcpt = "rfc822;b@example.net",
+	     .notify = SMTP_NOTIFY_SUCCESS | SMTP_NOTIFY_FAILURE},
+	    {.addr = "c@example.net", .notify = SMTP_NOTIFY_NEVER},
 	};
 	struct smtp_client_msg m;
 	msg_init(&m, rc, 2, "Subject: x\r\n\r\nhi\xc3\xbc\r\n");
 	m.body_8bit = 1;
 	m.ret = 1;
 	m.envid = "env1";
-	struct run r = { .msgs = { &m }, .n_msgs = 1 };
+	struct run r = {.msgs = {&m}, .n_msgs = 1};
 	struct smtp_client_settings set = default_settings();
 	run_client(&r, f->port, &set, f);
 	fake_finish(f);
@@ -631,32 +642,32 @@ static void test_no_pipelining(void **state)
 	/* Without PIPELINING every command waits for its reply (QUIET checks that
 	 * nothing else arrives meanwhile). */
 	static const char *const script[] = {
-		EHLO_BASIC,
-		"S:250-fake.test",
-		"S:250 SIZE",
-		"C:MAIL FROM:<a@example.org> SIZE=3",
-		"QUIET:150",
-		"S:250 ok",
-		"C:RCPT TO:<b@example.net>",
-		"QUIET:150",
-		"S:250 ok",
-		"C:RCPT TO:<c@example.net>",
-		"QUIET:150",
-		"S:250 ok",
-		"C:DATA",
-		"QUIET:150",
-		"S:354 go",
-		"BODY",
-		"S:250 done",
-		"C:QUIT",
-		"S:221 bye",
-		NULL,
+	    EHLO_BASIC,
+	    "S:250-fake.test",
+	    "S:250 SIZE",
+	    "C:MAIL FROM:<a@example.org> SIZE=3",
+	    "QUIET:150",
+	    "S:250 ok",
+	    "C:RCPT TO:<b@example.net>",
+	    "QUIET:150",
+	    "S:250 ok",
+	    "C:RCPT TO:<c@example.net>",
+	    "QUIET:150",
+	    "S:250 ok",
+	    "C:DATA",
+	    "QUIET:150",
+	    "S:354 go",
+	    "BODY",
+	    "S:250 done",
+	    "C:QUIT",
+	    "S:221 bye",
+	    NULL,
 	};
 	struct fake *f = fake_start(script, NULL);
-	struct smtp_client_rcpt rc[2] = { { .addr = "b@example.net" }, { .addr = "c@example.net" } };
+	struct smtp_client_rcpt rc[2] = {{.addr = "b@example.net"}, {.addr = "c@example.net"}};
 	struct smtp_client_msg m;
 	msg_init(&m, rc, 2, ".\r\n"); /* a lone dot: stuffed to "..\r\n" */
-	struct run r = { .msgs = { &m }, .n_msgs = 1 };
+	struct run r = {.msgs = {&m}, .n_msgs = 1};
 	struct smtp_client_settings set = default_settings();
 	run_client(&r, f->port, &set, f);
 	fake_finish(f);
@@ -675,29 +686,29 @@ static void test_no_pipelining(void **state)
 static void test_helo_fallback(void **state)
 {
 	static const char *const script[] = {
-		EHLO_BASIC,
-		"S:502 5.5.1 EHLO not implemented",
-		"C:HELO client.test",
-		"S:250 old.fake.test",
-		/* No extensions: no SIZE, and 8-bit goes out without BODY= (documented). */
-		"C:MAIL FROM:<a@example.org>",
-		"S:250 ok",
-		"C:RCPT TO:<b@example.net>",
-		"S:250 ok",
-		"C:DATA",
-		"S:354 go",
-		"BODY",
-		"S:250 ok",
-		"C:QUIT",
-		"S:221 bye",
-		NULL,
+	    EHLO_BASIC,
+	    "S:502 5.5.1 EHLO not implemented",
+	    "C:HELO client.test",
+	    "S:250 old.fake.test",
+	    /* No extensions: no SIZE, and 8-bit goes out without BODY= (documented). */
+	    "C:MAIL FROM:<a@example.org>",
+	    "S:250 ok",
+	    "C:RCPT TO:<b@example.net>",
+	    "S:250 ok",
+	    "C:DATA",
+	    "S:354 go",
+	    "BODY",
+	    "S:250 ok",
+	    "C:QUIT",
+	    "S:221 bye",
+	    NULL,
 	};
 	struct fake *f = fake_start(script, NULL);
-	struct smtp_client_rcpt rc[1] = { { .addr = "b@example.net", .notify = SMTP_NOTIFY_DELAY } };
+	struct smtp_client_rcpt rc[1] = {{.addr = "b@example.net", .notify = SMTP_NOTIFY_DELAY}};
 	struct smtp_client_msg m;
 	msg_init(&m, rc, 1, "8bit \xe9\r\n");
 	m.body_8bit = 1;
-	struct run r = { .msgs = { &m }, .n_msgs = 1 };
+	struct run r = {.msgs = {&m}, .n_msgs = 1};
 	struct smtp_client_settings set = default_settings();
 	set.tls = SMTP_CLIENT_TLS_OPPORTUNISTIC; /* no STARTTLS after HELO: cleartext */
 	run_client(&r, f->port, &set, f);
@@ -714,20 +725,20 @@ static void test_helo_fallback(void **state)
 static void test_size_refused_without_sending(void **state)
 {
 	static const char *const script[] = {
-		EHLO_BASIC,
-		"S:250-fake.test",
-		"S:250-PIPELINING",
-		"S:250 SIZE 10",
-		/* Nothing of the message: the next thing is QUIT. */
-		"C:QUIT",
-		"S:221 bye",
-		NULL,
+	    EHLO_BASIC,
+	    "S:250-fake.test",
+	    "S:250-PIPELINING",
+	    "S:250 SIZE 10",
+	    /* Nothing of the message: the next thing is QUIT. */
+	    "C:QUIT",
+	    "S:221 bye",
+	    NULL,
 	};
 	struct fake *f = fake_start(script, NULL);
-	struct smtp_client_rcpt rc[2] = { { .addr = "b@example.net" }, { .addr = "c@example.net" } };
+	struct smtp_client_rcpt rc[2] = {{.addr = "b@example.net"}, {.addr = "c@example.net"}};
 	struct smtp_client_msg m;
 	msg_init(&m, rc, 2, "this message is longer than ten octets\r\n");
-	struct run r = { .msgs = { &m }, .n_msgs = 1 };
+	struct run r = {.msgs = {&m}, .n_msgs = 1};
 	struct smtp_client_settings set = default_settings();
 	run_client(&r, f->port, &set, f);
 	fake_finish(f);
@@ -745,14 +756,14 @@ static void test_smtputf8(void **state)
 {
 	/* Not offered: refused permanently, nothing sent. */
 	static const char *const script1[] = {
-		EHLO_BASIC, "S:250-fake.test", "S:250 8BITMIME", "C:QUIT", "S:221 bye", NULL,
+	    EHLO_BASIC, "S:250-fake.test", "S:250 8BITMIME", "C:QUIT", "S:221 bye", NULL,
 	};
 	struct fake *f = fake_start(script1, NULL);
-	struct smtp_client_rcpt rc[1] = { { .addr = "b@example.net" } };
+	struct smtp_client_rcpt rc[1] = {{.addr = "b@example.net"}};
 	struct smtp_client_msg m;
 	msg_init(&m, rc, 1, "x\r\n");
 	m.smtputf8 = 1;
-	struct run r = { .msgs = { &m }, .n_msgs = 1 };
+	struct run r = {.msgs = {&m}, .n_msgs = 1};
 	struct smtp_client_settings set = default_settings();
 	run_client(&r, f->port, &set, f);
 	fake_finish(f);
@@ -764,27 +775,27 @@ static void test_smtputf8(void **state)
 
 	/* Offered: the parameter goes out, also for a UTF-8 address without the flag. */
 	static const char *const script2[] = {
-		EHLO_BASIC,
-		"S:250-fake.test",
-		"S:250-8BITMIME",
-		"S:250 SMTPUTF8",
-		"C:MAIL FROM:<\xc3\xbc@example.org> SMTPUTF8",
-		"S:250 ok",
-		"C:RCPT TO:<b@example.net>",
-		"S:250 ok",
-		"C:DATA",
-		"S:354 go",
-		"BODY",
-		"S:250 ok",
-		"C:QUIT",
-		"S:221 bye",
-		NULL,
+	    EHLO_BASIC,
+	    "S:250-fake.test",
+	    "S:250-8BITMIME",
+	    "S:250 SMTPUTF8",
+	    "C:MAIL FROM:<\xc3\xbc@example.org> SMTPUTF8",
+	    "S:250 ok",
+	    "C:RCPT TO:<b@example.net>",
+	    "S:250 ok",
+	    "C:DATA",
+	    "S:354 go",
+	    "BODY",
+	    "S:250 ok",
+	    "C:QUIT",
+	    "S:221 bye",
+	    NULL,
 	};
 	f = fake_start(script2, NULL);
-	struct smtp_client_rcpt rc2[1] = { { .addr = "b@example.net" } };
+	struct smtp_client_rcpt rc2[1] = {{.addr = "b@example.net"}};
 	msg_init(&m, rc2, 1, "x\r\n");
 	m.from = "\xc3\xbc@example.org";
-	struct run r2 = { .msgs = { &m }, .n_msgs = 1 };
+	struct run r2 = {.msgs = {&m}, .n_msgs = 1};
 	run_client(&r2, f->port, &set, f);
 	fake_finish(f);
 	assert_int_equal(rc2[0].code, 250);
@@ -796,39 +807,40 @@ static void test_smtputf8(void **state)
 static void test_dsn_params(void **state)
 {
 	static const char *const script[] = {
-		EHLO_BASIC,
-		"S:250-fake.test",
-		"S:250-PIPELINING",
-		"S:250 DSN",
-		"C:MAIL FROM:<> RET=HDRS ENVID=id+2B1+3D",
-		"C:RCPT TO:<b@example.net> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;b+2Bx@example.net",
-		"C:RCPT TO:<c@example.net> NOTIFY=NEVER",
-		"C:RCPT TO:<d@example.net> ORCPT=rfc822;orig@example.net",
-		"C:DATA",
-		"S:250 ok",
-		"S:250 ok",
-		"S:250 ok",
-		"S:250 ok",
-		"S:354 go",
-		"BODY",
-		"S:250 ok",
-		"C:QUIT",
-		"S:221 bye",
-		NULL,
+	    EHLO_BASIC,
+	    "S:250-fake.test",
+	    "S:250-PIPELINING",
+	    "S:250 DSN",
+	    "C:MAIL FROM:<> RET=HDRS ENVID=id+2B1+3D",
+	    "C:RCPT TO:<b@example.net> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;b+2Bx@example.net",
+	    "C:RCPT TO:<c@example.net> NOTIFY=NEVER",
+	    "C:RCPT TO:<d@example.net> ORCPT=rfc822;orig@example.net",
+	    "C:DATA",
+	    "S:250 ok",
+	    "S:250 ok",
+	    "S:250 ok",
+	    "S:250 ok",
+	    "S:354 go",
+	    "BODY",
+	    "S:250 ok",
+	    "C:QUIT",
+	    "S:221 bye",
+	    NULL,
 	};
 	struct fake *f = fake_start(script, NULL);
 	struct smtp_client_rcpt rc[3] = {
-		{ .addr = "b@example.net", .orcpt = "rfc822;b+x@example.net",
-		  .notify = SMTP_NOTIFY_SUCCESS | SMTP_NOTIFY_FAILURE },
-		{ .addr = "c@example.net", .orcpt = "", .notify = SMTP_NOTIFY_NEVER },
-		{ .addr = "d@example.net", .orcpt = "orig@example.net" },
+	    {.addr = "b@example.net",
+	     .orcpt = "rfc822;b+x@example.net",
+	     .notify = SMTP_NOTIFY_SUCCESS | SMTP_NOTIFY_FAILURE},
+	    {.addr = "c@example.net", .orcpt = "", .notify = SMTP_NOTIFY_NEVER},
+	    {.addr = "d@example.net", .orcpt = "orig@example.net"},
 	};
 	struct smtp_client_msg m;
 	msg_init(&m, rc, 3, "");
 	m.from = "";
 	m.ret = 2;
 	m.envid = "id+1=";
-	struct run r = { .msgs = { &m }, .n_msgs = 1 };
+	struct run r = {.msgs = {&m}, .n_msgs = 1};
 	struct smtp_client_settings set = default_settings();
 	run_client(&r, f->port, &set, f);
 	fake_finish(f);
@@ -864,48 +876,49 @@ static size_t reference_stuff(const char *in, size_t len, char *out)
 static void test_dot_stuffing(void **state)
 {
 	static const char *const script[] = {
-		EHLO_BASIC,
-		"S:250-fake.test",
-		"S:250 PIPELINING",
-		/* 1: dots, no final CRLF */
-		"C:MAIL FROM:<a@example.org>",
-		"C:RCPT TO:<b@example.net>",
-		"C:DATA",
-		"S:250 ok",
-		"S:250 ok",
-		"S:354 go",
-		"BODY",
-		"S:250 ok 1",
-		/* 2: bare LF and CR normalised */
-		"C:MAIL FROM:<a@example.org>",
-		"C:RCPT TO:<b@example.net>",
-		"C:DATA",
-		"S:250 ok",
-		"S:250 ok",
-		"S:354 go",
-		"BODY",
-		"S:250 ok 2",
-		/* 3: large, read in chunks as the output drains */
-		"C:MAIL FROM:<a@example.org>",
-		"C:RCPT TO:<b@example.net>",
-		"C:DATA",
-		"S:250 ok",
-		"S:250 ok",
-		"S:354 go",
-		"BODY",
-		"S:250 ok 3",
-		"C:QUIT",
-		"S:221 bye",
-		NULL,
+	    EHLO_BASIC,
+	    "S:250-fake.test",
+	    "S:250 PIPELINING",
+	    /* 1: dots, no final CRLF */
+	    "C:MAIL FROM:<a@example.org>",
+	    "C:RCPT TO:<b@example.net>",
+	    "C:DATA",
+	    "S:250 ok",
+	    "S:250 ok",
+	    "S:354 go",
+	    "BODY",
+	    "S:250 ok 1",
+	    /* 2: bare LF and CR normalised */
+	    "C:MAIL FROM:<a@example.org>",
+	    "C:RCPT TO:<b@example.net>",
+	    "C:DATA",
+	    "S:250 ok",
+	    "S:250 ok",
+	    "S:354 go",
+	    "BODY",
+	    "S:250 ok 2",
+	    /* 3: large, read in chunks as the output drains */
+	    "C:MAIL FROM:<a@example.org>",
+	    "C:RCPT TO:<b@example.net>",
+	    "C:DATA",
+	    "S:250 ok",
+	    "S:250 ok",
+	    "S:354 go",
+	    "BODY",
+	    "S:250 ok 3",
+	    "C:QUIT",
+	    "S:221 bye",
+	    NULL,
 	};
 	struct fake *f = fake_start(script, NULL);
-	struct smtp_client_rcpt rc1[1] = { { .addr = "b@example.net" } };
-	struct smtp_client_rcpt rc2[1] = { { .addr = "b@example.net" } };
-	struct smtp_client_rcpt rc3[1] = { { .addr = "b@example.net" } };
+	struct smtp_client_rcpt rc1[1] = {{.addr = "b@example.net"}};
+	struct smtp_client_rcpt rc2[1] = {{.addr = "b@example.net"}};
+	struct smtp_client_rcpt rc3[1] = {{.addr = "b@example.net"}};
 	struct smtp_client_msg m1, m2, m3;
 
 	/* A file with junk around the message: only [offset, offset + len) is sent. */
-	static const char m1_file[] = "JUNK\r\nSubject: t\r\n\r\n.\r\n..two\r\n.end.\r\nTRAILER\r\n";
+	static const char m1_file[] =
+	    "JUNK\r\nSubject: t\r\n\r\n.\r\n..two\r\n.end.\r\nTRAILER\r\n";
 	static const char m1_text[] = "Subject: t\r\n\r\n.\r\n..two\r\n.end";
 	msg_init(&m1, rc1, 1, m1_file);
 	m1.offset = 6;
@@ -937,7 +950,7 @@ static void test_dot_stuffing(void **state)
 	m3.fd = msg_file(big, big_len);
 	m3.len = (off_t)big_len;
 
-	struct run r = { .msgs = { &m1, &m2, &m3 }, .n_msgs = 3 };
+	struct run r = {.msgs = {&m1, &m2, &m3}, .n_msgs = 3};
 	struct smtp_client_settings set = default_settings();
 
 	/* Check each body as it arrives: the fake keeps only the last one, so run the
@@ -978,58 +991,57 @@ static void test_dot_stuffing(void **state)
 static void test_rcpt_mixed_and_data_5xx(void **state)
 {
 	static const char *const script[] = {
-		EHLO_BASIC,
-		"S:250-fake.test",
-		"S:250 PIPELINING",
-		/* 1: one RCPT 4xx, the others 2xx, then delivered */
-		"C:MAIL FROM:<a@example.org>",
-		"C:RCPT TO:<b@example.net>",
-		"C:RCPT TO:<c@example.net>",
-		"C:RCPT TO:<d@example.net>",
-		"C:DATA",
-		"S:250 2.1.0 ok",
-		"S:250 2.1.5 ok",
-		"S:450-4.2.1 mailbox busy",
-		"S:450 4.2.1 try later",
-		"S:550 5.1.1 no such user",
-		"S:354 go",
-		"BODY",
-		"S:250 2.0.0 queued",
-		/* 2: DATA refused: RSET before the next message */
-		"C:MAIL FROM:<a@example.org>",
-		"C:RCPT TO:<b@example.net>",
-		"C:DATA",
-		"S:250 ok",
-		"S:250 ok",
-		"S:554 5.7.1 not today",
-		"C:RSET",
-		"S:250 ok",
-		/* 3: the end of data refused: RSET too */
-		"C:MAIL FROM:<a@example.org>",
-		"C:RCPT TO:<b@example.net>",
-		"C:DATA",
-		"S:250 ok",
-		"S:250 ok",
-		"S:354 go",
-		"BODY",
-		"S:552 5.3.4 too big after all",
-		"C:RSET",
-		"S:250 ok",
-		"C:QUIT",
-		"S:221 bye",
-		NULL,
+	    EHLO_BASIC,
+	    "S:250-fake.test",
+	    "S:250 PIPELINING",
+	    /* 1: one RCPT 4xx, the others 2xx, then delivered */
+	    "C:MAIL FROM:<a@example.org>",
+	    "C:RCPT TO:<b@example.net>",
+	    "C:RCPT TO:<c@example.net>",
+	    "C:RCPT TO:<d@example.net>",
+	    "C:DATA",
+	    "S:250 2.1.0 ok",
+	    "S:250 2.1.5 ok",
+	    "S:450-4.2.1 mailbox busy",
+	    "S:450 4.2.1 try later",
+	    "S:550 5.1.1 no such user",
+	    "S:354 go",
+	    "BODY",
+	    "S:250 2.0.0 queued",
+	    /* 2: DATA refused: RSET before the next message */
+	    "C:MAIL FROM:<a@example.org>",
+	    "C:RCPT TO:<b@example.net>",
+	    "C:DATA",
+	    "S:250 ok",
+	    "S:250 ok",
+	    "S:554 5.7.1 not today",
+	    "C:RSET",
+	    "S:250 ok",
+	    /* 3: the end of data refused: RSET too */
+	    "C:MAIL FROM:<a@example.org>",
+	    "C:RCPT TO:<b@example.net>",
+	    "C:DATA",
+	    "S:250 ok",
+	    "S:250 ok",
+	    "S:354 go",
+	    "BODY",
+	    "S:552 5.3.4 too big after all",
+	    "C:RSET",
+	    "S:250 ok",
+	    "C:QUIT",
+	    "S:221 bye",
+	    NULL,
 	};
 	struct fake *f = fake_start(script, NULL);
-	struct smtp_client_rcpt rc1[3] = { { .addr = "b@example.net" },
-					   { .addr = "c@example.net" },
-					   { .addr = "d@example.net" } };
-	struct smtp_client_rcpt rc2[1] = { { .addr = "b@example.net" } };
-	struct smtp_client_rcpt rc3[1] = { { .addr = "b@example.net" } };
+	struct smtp_client_rcpt rc1[3] = {
+	    {.addr = "b@example.net"}, {.addr = "c@example.net"}, {.addr = "d@example.net"}};
+	struct smtp_client_rcpt rc2[1] = {{.addr = "b@example.net"}};
+	struct smtp_client_rcpt rc3[1] = {{.addr = "b@example.net"}};
 	struct smtp_client_msg m1, m2, m3;
 	msg_init(&m1, rc1, 3, "one\r\n");
 	msg_init(&m2, rc2, 1, "two\r\n");
 	msg_init(&m3, rc3, 1, "three\r\n");
-	struct run r = { .msgs = { &m1, &m2, &m3 }, .n_msgs = 3 };
+	struct run r = {.msgs = {&m1, &m2, &m3}, .n_msgs = 3};
 	struct smtp_client_settings set = default_settings();
 	run_client(&r, f->port, &set, f);
 	fake_finish(f);
@@ -1058,40 +1070,40 @@ static void test_all_rcpts_refused(void **state)
 	/* Pipelined: every RCPT refused, and the server still says 354 to DATA (RFC
 	 * 2920 3.1): "." alone, then RSET; then a second message with MAIL refused. */
 	static const char *const script[] = {
-		EHLO_BASIC,
-		"S:250-fake.test",
-		"S:250 PIPELINING",
-		"C:MAIL FROM:<a@example.org>",
-		"C:RCPT TO:<b@example.net>",
-		"C:DATA",
-		"S:250 ok",
-		"S:550 5.1.1 unknown",
-		"S:354 go ahead anyway",
-		"C:.",
-		"S:554 5.5.1 no valid recipients",
-		"C:RSET",
-		"S:250 ok",
-		"C:MAIL FROM:<a@example.org>",
-		"C:RCPT TO:<b@example.net>",
-		"C:RCPT TO:<c@example.net>",
-		"C:DATA",
-		"S:451 4.3.0 sender check failed",
-		"S:503 5.5.1 need MAIL",
-		"S:503 5.5.1 need MAIL",
-		"S:503 5.5.1 need MAIL",
-		"C:RSET",
-		"S:250 ok",
-		"C:QUIT",
-		"S:221 bye",
-		NULL,
+	    EHLO_BASIC,
+	    "S:250-fake.test",
+	    "S:250 PIPELINING",
+	    "C:MAIL FROM:<a@example.org>",
+	    "C:RCPT TO:<b@example.net>",
+	    "C:DATA",
+	    "S:250 ok",
+	    "S:550 5.1.1 unknown",
+	    "S:354 go ahead anyway",
+	    "C:.",
+	    "S:554 5.5.1 no valid recipients",
+	    "C:RSET",
+	    "S:250 ok",
+	    "C:MAIL FROM:<a@example.org>",
+	    "C:RCPT TO:<b@example.net>",
+	    "C:RCPT TO:<c@example.net>",
+	    "C:DATA",
+	    "S:451 4.3.0 sender check failed",
+	    "S:503 5.5.1 need MAIL",
+	    "S:503 5.5.1 need MAIL",
+	    "S:503 5.5.1 need MAIL",
+	    "C:RSET",
+	    "S:250 ok",
+	    "C:QUIT",
+	    "S:221 bye",
+	    NULL,
 	};
 	struct fake *f = fake_start(script, NULL);
-	struct smtp_client_rcpt rc1[1] = { { .addr = "b@example.net" } };
-	struct smtp_client_rcpt rc2[2] = { { .addr = "b@example.net" }, { .addr = "c@example.net" } };
+	struct smtp_client_rcpt rc1[1] = {{.addr = "b@example.net"}};
+	struct smtp_client_rcpt rc2[2] = {{.addr = "b@example.net"}, {.addr = "c@example.net"}};
 	struct smtp_client_msg m1, m2;
 	msg_init(&m1, rc1, 1, "x\r\n");
 	msg_init(&m2, rc2, 2, "y\r\n");
-	struct run r = { .msgs = { &m1, &m2 }, .n_msgs = 2 };
+	struct run r = {.msgs = {&m1, &m2}, .n_msgs = 2};
 	struct smtp_client_settings set = default_settings();
 	run_client(&r, f->port, &set, f);
 	fake_finish(f);
@@ -1110,33 +1122,33 @@ static void test_all_rcpts_refused(void **state)
 static void test_starttls_opportunistic(void **state)
 {
 	static const char *const script[] = {
-		EHLO_BASIC,
-		"S:250-fake.test",
-		"S:250-SIZE 1000",
-		"S:250 STARTTLS",
-		"C:STARTTLS",
-		"S:220 2.0.0 go ahead",
-		"TLS",
-		"C:EHLO client.test",
-		"S:250-fake.test over tls",
-		"S:250 PIPELINING",
-		"C:MAIL FROM:<a@example.org>",
-		"C:RCPT TO:<b@example.net>",
-		"C:DATA",
-		"S:250 ok",
-		"S:250 ok",
-		"S:354 go",
-		"BODY",
-		"S:250 ok",
-		"C:QUIT",
-		"S:221 bye",
-		NULL,
+	    EHLO_BASIC,
+	    "S:250-fake.test",
+	    "S:250-SIZE 1000",
+	    "S:250 STARTTLS",
+	    "C:STARTTLS",
+	    "S:220 2.0.0 go ahead",
+	    "TLS",
+	    "C:EHLO client.test",
+	    "S:250-fake.test over tls",
+	    "S:250 PIPELINING",
+	    "C:MAIL FROM:<a@example.org>",
+	    "C:RCPT TO:<b@example.net>",
+	    "C:DATA",
+	    "S:250 ok",
+	    "S:250 ok",
+	    "S:354 go",
+	    "BODY",
+	    "S:250 ok",
+	    "C:QUIT",
+	    "S:221 bye",
+	    NULL,
 	};
 	struct fake *f = fake_start(script, fx->server_ctx);
-	struct smtp_client_rcpt rc[1] = { { .addr = "b@example.net" } };
+	struct smtp_client_rcpt rc[1] = {{.addr = "b@example.net"}};
 	struct smtp_client_msg m;
 	msg_init(&m, rc, 1, "secret body\r\n");
-	struct run r = { .msgs = { &m }, .n_msgs = 1 };
+	struct run r = {.msgs = {&m}, .n_msgs = 1};
 	struct smtp_client_settings set = default_settings();
 	set.tls = SMTP_CLIENT_TLS_OPPORTUNISTIC;
 	run_client(&r, f->port, &set, f);
@@ -1159,12 +1171,12 @@ static void test_starttls_verified_and_required(void **state)
 {
 	/* Trusting the fake's certificate: verified for its name. */
 	static const char *const script[] = {
-		EHLO_BASIC,       "S:250-fake.test", "S:250 STARTTLS", "C:STARTTLS",
-		"S:220 go ahead", "TLS",             "C:EHLO client.test", "S:250 fake.test",
-		"C:QUIT",         "S:221 bye",       NULL,
+	    EHLO_BASIC, "S:250-fake.test",    "S:250 STARTTLS",  "C:STARTTLS", "S:220 go ahead",
+	    "TLS",      "C:EHLO client.test", "S:250 fake.test", "C:QUIT",     "S:221 bye",
+	    NULL,
 	};
 	struct fake *f = fake_start(script, fx->server_ctx);
-	struct run r = { 0 };
+	struct run r = {0};
 	struct smtp_client_settings set = default_settings();
 	set.tls = SMTP_CLIENT_TLS_REQUIRED;
 	set.ssl_ctx = fx->client_ctx_trust;
@@ -1178,11 +1190,17 @@ static void test_starttls_verified_and_required(void **state)
 
 	/* The same certificate for another name: tls_verify fails the connection. */
 	static const char *const script2[] = {
-		EHLO_BASIC, "S:250-fake.test", "S:250 STARTTLS", "C:STARTTLS", "S:220 go ahead",
-		"TLS",      "EOF",             NULL,
+	    EHLO_BASIC,
+	    "S:250-fake.test",
+	    "S:250 STARTTLS",
+	    "C:STARTTLS",
+	    "S:220 go ahead",
+	    "TLS",
+	    "EOF",
+	    NULL,
 	};
 	f = fake_start(script2, fx->server_ctx);
-	struct run r2 = { 0 };
+	struct run r2 = {0};
 	set.tls_name = "mx.other.test";
 	run_client(&r2, f->port, &set, f);
 	fake_finish(f);
@@ -1195,10 +1213,10 @@ static void test_starttls_verified_and_required(void **state)
 
 	/* Required but not offered: temporary failure, and QUIT is still said. */
 	static const char *const script3[] = {
-		EHLO_BASIC, "S:250 fake.test", "C:QUIT", "S:221 bye", NULL,
+	    EHLO_BASIC, "S:250 fake.test", "C:QUIT", "S:221 bye", NULL,
 	};
 	f = fake_start(script3, NULL);
-	struct run r3 = { .quit_on_failure = 1 };
+	struct run r3 = {.quit_on_failure = 1};
 	set = default_settings();
 	set.tls = SMTP_CLIENT_TLS_REQUIRED;
 	run_client(&r3, f->port, &set, f);
@@ -1210,11 +1228,17 @@ static void test_starttls_verified_and_required(void **state)
 
 	/* Required and refused by the server: temporary failure. */
 	static const char *const script4[] = {
-		EHLO_BASIC, "S:250-fake.test", "S:250 STARTTLS", "C:STARTTLS",
-		"S:454 4.7.0 TLS not available", "C:QUIT", "S:221 bye", NULL,
+	    EHLO_BASIC,
+	    "S:250-fake.test",
+	    "S:250 STARTTLS",
+	    "C:STARTTLS",
+	    "S:454 4.7.0 TLS not available",
+	    "C:QUIT",
+	    "S:221 bye",
+	    NULL,
 	};
 	f = fake_start(script4, NULL);
-	struct run r4 = { .quit_on_failure = 1 };
+	struct run r4 = {.quit_on_failure = 1};
 	run_client(&r4, f->port, &set, f);
 	fake_finish(f);
 	assert_int_equal(r4.failure.temporary, 1);
@@ -1224,11 +1248,17 @@ static void test_starttls_verified_and_required(void **state)
 
 	/* Opportunistic and refused: goes on in cleartext. */
 	static const char *const script5[] = {
-		EHLO_BASIC, "S:250-fake.test", "S:250 STARTTLS", "C:STARTTLS",
-		"S:454 4.7.0 TLS not available", "C:QUIT", "S:221 bye", NULL,
+	    EHLO_BASIC,
+	    "S:250-fake.test",
+	    "S:250 STARTTLS",
+	    "C:STARTTLS",
+	    "S:454 4.7.0 TLS not available",
+	    "C:QUIT",
+	    "S:221 bye",
+	    NULL,
 	};
 	f = fake_start(script5, NULL);
-	struct run r5 = { 0 };
+	struct run r5 = {0};
 	set.tls = SMTP_CLIENT_TLS_OPPORTUNISTIC;
 	run_client(&r5, f->port, &set, f);
 	fake_finish(f);
@@ -1241,11 +1271,18 @@ static void test_starttls_handshake_fails(void **state)
 {
 	/* 220 to STARTTLS, then no TLS: opportunistic mode says "retry in cleartext". */
 	static const char *const script[] = {
-		EHLO_BASIC, "S:250-fake.test", "S:250 STARTTLS", "C:STARTTLS", "S:220 go ahead",
-		"SLEEP:50", "R:this is not TLS at all\r\n", "EOF", NULL,
+	    EHLO_BASIC,
+	    "S:250-fake.test",
+	    "S:250 STARTTLS",
+	    "C:STARTTLS",
+	    "S:220 go ahead",
+	    "SLEEP:50",
+	    "R:this is not TLS at all\r\n",
+	    "EOF",
+	    NULL,
 	};
 	struct fake *f = fake_start(script, NULL);
-	struct run r = { 0 };
+	struct run r = {0};
 	struct smtp_client_settings set = default_settings();
 	set.tls = SMTP_CLIENT_TLS_OPPORTUNISTIC;
 	run_client(&r, f->port, &set, f);
@@ -1259,11 +1296,16 @@ static void test_starttls_handshake_fails(void **state)
 	/* Data sent right after the 220 (before the handshake) is an injection attempt
 	 * (RFC 3207 6), not the start of TLS. */
 	static const char *const script2[] = {
-		EHLO_BASIC, "S:250-fake.test", "S:250 STARTTLS", "C:STARTTLS",
-		"R:220 go ahead\r\n250 injected\r\n", "EOF", NULL,
+	    EHLO_BASIC,
+	    "S:250-fake.test",
+	    "S:250 STARTTLS",
+	    "C:STARTTLS",
+	    "R:220 go ahead\r\n250 injected\r\n",
+	    "EOF",
+	    NULL,
 	};
 	f = fake_start(script2, NULL);
-	struct run r2 = { 0 };
+	struct run r2 = {0};
 	run_client(&r2, f->port, &set, f);
 	fake_finish(f);
 	assert_int_equal(r2.events[0], SMTP_CLIENT_FAILED);
@@ -1275,10 +1317,10 @@ static void test_starttls_handshake_fails(void **state)
 static void test_implicit_tls(void **state)
 {
 	static const char *const script[] = {
-		"TLS", EHLO_BASIC, "S:250-fake.test", "S:250 STARTTLS", "C:QUIT", "S:221 bye", NULL,
+	    "TLS", EHLO_BASIC, "S:250-fake.test", "S:250 STARTTLS", "C:QUIT", "S:221 bye", NULL,
 	};
 	struct fake *f = fake_start(script, fx->server_ctx);
-	struct run r = { 0 };
+	struct run r = {0};
 	struct smtp_client_settings set = default_settings();
 	set.tls = SMTP_CLIENT_TLS_IMPLICIT;
 	set.ssl_ctx = fx->client_ctx_trust;
@@ -1294,24 +1336,24 @@ static void test_auth(void **state)
 {
 	/* PLAIN after STARTTLS.  "AHVzZXIAc2VjcmV0IXB3" is "\0user\0secret!pw". */
 	static const char *const script[] = {
-		EHLO_BASIC,
-		"S:250-fake.test",
-		"S:250-AUTH LOGIN",
-		"S:250 STARTTLS",
-		"C:STARTTLS",
-		"S:220 go ahead",
-		"TLS",
-		"C:EHLO client.test",
-		"S:250-fake.test",
-		"S:250 AUTH PLAIN LOGIN",
-		"C:AUTH PLAIN AHVzZXIAc2VjcmV0IXB3",
-		"S:235 2.7.0 Authentication successful",
-		"C:QUIT",
-		"S:221 bye",
-		NULL,
+	    EHLO_BASIC,
+	    "S:250-fake.test",
+	    "S:250-AUTH LOGIN",
+	    "S:250 STARTTLS",
+	    "C:STARTTLS",
+	    "S:220 go ahead",
+	    "TLS",
+	    "C:EHLO client.test",
+	    "S:250-fake.test",
+	    "S:250 AUTH PLAIN LOGIN",
+	    "C:AUTH PLAIN AHVzZXIAc2VjcmV0IXB3",
+	    "S:235 2.7.0 Authentication successful",
+	    "C:QUIT",
+	    "S:221 bye",
+	    NULL,
 	};
 	struct fake *f = fake_start(script, fx->server_ctx);
-	struct run r = { 0 };
+	struct run r = {0};
 	struct smtp_client_settings set = default_settings();
 	set.tls = SMTP_CLIENT_TLS_REQUIRED;
 	set.auth_user = "user";
@@ -1326,21 +1368,12 @@ static void test_auth(void **state)
 	/* LOGIN when PLAIN is not offered (old-style "AUTH=" too), in cleartext
 	 * when allowed. */
 	static const char *const script2[] = {
-		EHLO_BASIC,
-		"S:250-fake.test",
-		"S:250 AUTH=LOGIN",
-		"C:AUTH LOGIN",
-		"S:334 VXNlcm5hbWU6",
-		"C:dXNlcg==",
-		"S:334 UGFzc3dvcmQ6",
-		"C:c2VjcmV0IXB3",
-		"S:235 ok",
-		"C:QUIT",
-		"S:221 bye",
-		NULL,
+	    EHLO_BASIC,           "S:250-fake.test", "S:250 AUTH=LOGIN",   "C:AUTH LOGIN",
+	    "S:334 VXNlcm5hbWU6", "C:dXNlcg==",      "S:334 UGFzc3dvcmQ6", "C:c2VjcmV0IXB3",
+	    "S:235 ok",           "C:QUIT",          "S:221 bye",          NULL,
 	};
 	f = fake_start(script2, NULL);
-	struct run r2 = { 0 };
+	struct run r2 = {0};
 	set = default_settings();
 	set.auth_user = "user";
 	set.auth_password = "secret!pw";
@@ -1355,17 +1388,17 @@ static void test_auth(void **state)
 
 	/* Refused: permanent for 5xx, and QUIT is still said. */
 	static const char *const script3[] = {
-		EHLO_BASIC,
-		"S:250-fake.test",
-		"S:250 AUTH PLAIN",
-		"C:AUTH PLAIN AHVzZXIAc2VjcmV0IXB3",
-		"S:535 5.7.8 Authentication credentials invalid",
-		"C:QUIT",
-		"S:221 bye",
-		NULL,
+	    EHLO_BASIC,
+	    "S:250-fake.test",
+	    "S:250 AUTH PLAIN",
+	    "C:AUTH PLAIN AHVzZXIAc2VjcmV0IXB3",
+	    "S:535 5.7.8 Authentication credentials invalid",
+	    "C:QUIT",
+	    "S:221 bye",
+	    NULL,
 	};
 	f = fake_start(script3, NULL);
-	struct run r3 = { .quit_on_failure = 1 };
+	struct run r3 = {.quit_on_failure = 1};
 	run_client(&r3, f->port, &set, f);
 	fake_finish(f);
 	assert_int_equal(r3.events[0], SMTP_CLIENT_FAILED);
@@ -1377,10 +1410,10 @@ static void test_auth(void **state)
 
 	/* Without TLS and without permission: the password is not sent. */
 	static const char *const script4[] = {
-		EHLO_BASIC, "S:250-fake.test", "S:250 AUTH PLAIN", "C:QUIT", "S:221 bye", NULL,
+	    EHLO_BASIC, "S:250-fake.test", "S:250 AUTH PLAIN", "C:QUIT", "S:221 bye", NULL,
 	};
 	f = fake_start(script4, NULL);
-	struct run r4 = { .quit_on_failure = 1 };
+	struct run r4 = {.quit_on_failure = 1};
 	set.auth_allow_plaintext = 0;
 	run_client(&r4, f->port, &set, f);
 	fake_finish(f);
@@ -1402,9 +1435,9 @@ static void test_bad_greetings(void **state)
 	struct smtp_client_settings set = default_settings();
 
 	/* Garbage. */
-	static const char *const s1[] = { "R:HTTP/1.1 400 Bad Request\r\n", "EOF", NULL };
+	static const char *const s1[] = {"R:HTTP/1.1 400 Bad Request\r\n", "EOF", NULL};
 	struct fake *f = fake_start(s1, NULL);
-	struct run r1 = { 0 };
+	struct run r1 = {0};
 	run_client(&r1, f->port, &set, f);
 	fake_finish(f);
 	assert_int_equal(r1.events[0], SMTP_CLIENT_FAILED);
@@ -1417,9 +1450,9 @@ static void test_bad_greetings(void **state)
 	static char longline[6000];
 	memset(longline, 'x', sizeof(longline) - 1);
 	memcpy(longline, "R:220 ", 6);
-	static const char *const s2[] = { longline, "EOF", NULL };
+	static const char *const s2[] = {longline, "EOF", NULL};
 	f = fake_start(s2, NULL);
-	struct run r2 = { 0 };
+	struct run r2 = {0};
 	run_client(&r2, f->port, &set, f);
 	fake_finish(f);
 	assert_int_equal(r2.failure.temporary, 1);
@@ -1427,18 +1460,18 @@ static void test_bad_greetings(void **state)
 	fake_free(f);
 
 	/* A code that changes in the middle of a multi-line greeting. */
-	static const char *const s3[] = { "S:220-fake.test", "S:250 surprise", "EOF", NULL };
+	static const char *const s3[] = {"S:220-fake.test", "S:250 surprise", "EOF", NULL};
 	f = fake_start(s3, NULL);
-	struct run r3 = { 0 };
+	struct run r3 = {0};
 	run_client(&r3, f->port, &set, f);
 	fake_finish(f);
 	assert_non_null(strstr(r3.failure.why, "reply code differs"));
 	fake_free(f);
 
 	/* 554 instead of 220: permanent, and QUIT is said (RFC 5321 3.1). */
-	static const char *const s4[] = { "S:554 5.7.1 go away", "C:QUIT", "S:221 bye", NULL };
+	static const char *const s4[] = {"S:554 5.7.1 go away", "C:QUIT", "S:221 bye", NULL};
 	f = fake_start(s4, NULL);
-	struct run r4 = { .quit_on_failure = 1 };
+	struct run r4 = {.quit_on_failure = 1};
 	run_client(&r4, f->port, &set, f);
 	fake_finish(f);
 	assert_int_equal(r4.failure.temporary, 0);
@@ -1447,9 +1480,9 @@ static void test_bad_greetings(void **state)
 	fake_free(f);
 
 	/* 421: temporary, and the connection is simply closed. */
-	static const char *const s5[] = { "S:421 4.3.2 busy", "EOF", NULL };
+	static const char *const s5[] = {"S:421 4.3.2 busy", "EOF", NULL};
 	f = fake_start(s5, NULL);
-	struct run r5 = { .quit_on_failure = 1 };
+	struct run r5 = {.quit_on_failure = 1};
 	run_client(&r5, f->port, &set, f);
 	fake_finish(f);
 	assert_int_equal(r5.failure.temporary, 1);
@@ -1457,19 +1490,19 @@ static void test_bad_greetings(void **state)
 	fake_free(f);
 
 	/* Two replies for one: the second would be taken for the EHLO reply. */
-	static const char *const s6[] = { "R:220 hi\r\n250 extra\r\n", "EOF", NULL };
+	static const char *const s6[] = {"R:220 hi\r\n250 extra\r\n", "EOF", NULL};
 	f = fake_start(s6, NULL);
-	struct run r6 = { 0 };
+	struct run r6 = {0};
 	run_client(&r6, f->port, &set, f);
 	fake_finish(f);
 	assert_non_null(strstr(r6.failure.why, "unsolicited"));
 	fake_free(f);
 
 	/* EHLO refused with 4xx: temporary. */
-	static const char *const s7[] = { EHLO_BASIC, "S:451 4.3.0 later", "C:QUIT", "S:221 bye",
-					  NULL };
+	static const char *const s7[] = {EHLO_BASIC, "S:451 4.3.0 later", "C:QUIT", "S:221 bye",
+	                                 NULL};
 	f = fake_start(s7, NULL);
-	struct run r7 = { .quit_on_failure = 1 };
+	struct run r7 = {.quit_on_failure = 1};
 	run_client(&r7, f->port, &set, f);
 	fake_finish(f);
 	assert_int_equal(r7.failure.temporary, 1);
@@ -1485,9 +1518,9 @@ static void test_timeouts(void **state)
 	set.data_end_timeout = 1;
 
 	/* No greeting. */
-	static const char *const s1[] = { "HANG", NULL };
+	static const char *const s1[] = {"HANG", NULL};
 	struct fake *f = fake_start(s1, NULL);
-	struct run r1 = { 0 };
+	struct run r1 = {0};
 	double took = run_client(&r1, f->port, &set, f);
 	fake_finish(f);
 	assert_int_equal(r1.events[0], SMTP_CLIENT_FAILED);
@@ -1498,14 +1531,15 @@ static void test_timeouts(void **state)
 
 	/* No reply to RCPT, in a transaction: done with BROKEN, 4xx for everyone. */
 	static const char *const s2[] = {
-		EHLO_BASIC, "S:250 fake.test", "C:MAIL FROM:<a@example.org>", "S:250 ok",
-		"C:RCPT TO:<b@example.net>", "HANG", NULL,
+	    EHLO_BASIC, "S:250 fake.test",           "C:MAIL FROM:<a@example.org>",
+	    "S:250 ok", "C:RCPT TO:<b@example.net>", "HANG",
+	    NULL,
 	};
 	f = fake_start(s2, NULL);
-	struct smtp_client_rcpt rc[1] = { { .addr = "b@example.net" } };
+	struct smtp_client_rcpt rc[1] = {{.addr = "b@example.net"}};
 	struct smtp_client_msg m;
 	msg_init(&m, rc, 1, "x\r\n");
-	struct run r2 = { .msgs = { &m }, .n_msgs = 1 };
+	struct run r2 = {.msgs = {&m}, .n_msgs = 1};
 	took = run_client(&r2, f->port, &set, f);
 	fake_finish(f);
 	assert_int_equal(r2.results[0], SMTP_CLIENT_BROKEN);
@@ -1519,14 +1553,23 @@ static void test_timeouts(void **state)
 	/* No reply after the end of data: temporary, and the text says why a copy may
 	 * arrive twice. */
 	static const char *const s3[] = {
-		EHLO_BASIC, "S:250-fake.test", "S:250 PIPELINING", "C:MAIL FROM:<a@example.org>",
-		"C:RCPT TO:<b@example.net>", "C:DATA", "S:250 ok", "S:250 ok", "S:354 go", "BODY",
-		"HANG", NULL,
+	    EHLO_BASIC,
+	    "S:250-fake.test",
+	    "S:250 PIPELINING",
+	    "C:MAIL FROM:<a@example.org>",
+	    "C:RCPT TO:<b@example.net>",
+	    "C:DATA",
+	    "S:250 ok",
+	    "S:250 ok",
+	    "S:354 go",
+	    "BODY",
+	    "HANG",
+	    NULL,
 	};
 	f = fake_start(s3, NULL);
-	struct smtp_client_rcpt rc3[1] = { { .addr = "b@example.net" } };
+	struct smtp_client_rcpt rc3[1] = {{.addr = "b@example.net"}};
 	msg_init(&m, rc3, 1, "x\r\n");
-	struct run r3 = { .msgs = { &m }, .n_msgs = 1 };
+	struct run r3 = {.msgs = {&m}, .n_msgs = 1};
 	took = run_client(&r3, f->port, &set, f);
 	fake_finish(f);
 	assert_int_equal(r3.results[0], SMTP_CLIENT_BROKEN);
@@ -1544,15 +1587,25 @@ static void test_connection_lost(void **state)
 
 	/* Closed right after the body: the message may have arrived. */
 	static const char *const s1[] = {
-		EHLO_BASIC, "S:250-fake.test", "S:250 PIPELINING", "C:MAIL FROM:<a@example.org>",
-		"C:RCPT TO:<b@example.net>", "C:RCPT TO:<c@example.net>", "C:DATA", "S:250 ok",
-		"S:550 no", "S:250 ok", "S:354 go", "BODY", NULL,
+	    EHLO_BASIC,
+	    "S:250-fake.test",
+	    "S:250 PIPELINING",
+	    "C:MAIL FROM:<a@example.org>",
+	    "C:RCPT TO:<b@example.net>",
+	    "C:RCPT TO:<c@example.net>",
+	    "C:DATA",
+	    "S:250 ok",
+	    "S:550 no",
+	    "S:250 ok",
+	    "S:354 go",
+	    "BODY",
+	    NULL,
 	};
 	struct fake *f = fake_start(s1, NULL);
-	struct smtp_client_rcpt rc[2] = { { .addr = "b@example.net" }, { .addr = "c@example.net" } };
+	struct smtp_client_rcpt rc[2] = {{.addr = "b@example.net"}, {.addr = "c@example.net"}};
 	struct smtp_client_msg m;
 	msg_init(&m, rc, 2, "x\r\n");
-	struct run r1 = { .msgs = { &m }, .n_msgs = 1 };
+	struct run r1 = {.msgs = {&m}, .n_msgs = 1};
 	run_client(&r1, f->port, &set, f);
 	fake_finish(f);
 	assert_int_equal(r1.results[0], SMTP_CLIENT_BROKEN);
@@ -1564,13 +1617,19 @@ static void test_connection_lost(void **state)
 
 	/* 421 to a RCPT: the reply becomes every open recipient's answer. */
 	static const char *const s2[] = {
-		EHLO_BASIC, "S:250 fake.test", "C:MAIL FROM:<a@example.org>", "S:250 ok",
-		"C:RCPT TO:<b@example.net>", "S:421 4.4.2 shutting down", "EOF", NULL,
+	    EHLO_BASIC,
+	    "S:250 fake.test",
+	    "C:MAIL FROM:<a@example.org>",
+	    "S:250 ok",
+	    "C:RCPT TO:<b@example.net>",
+	    "S:421 4.4.2 shutting down",
+	    "EOF",
+	    NULL,
 	};
 	f = fake_start(s2, NULL);
-	struct smtp_client_rcpt rc2[2] = { { .addr = "b@example.net" }, { .addr = "c@example.net" } };
+	struct smtp_client_rcpt rc2[2] = {{.addr = "b@example.net"}, {.addr = "c@example.net"}};
 	msg_init(&m, rc2, 2, "x\r\n");
-	struct run r2 = { .msgs = { &m }, .n_msgs = 1 };
+	struct run r2 = {.msgs = {&m}, .n_msgs = 1};
 	run_client(&r2, f->port, &set, f);
 	fake_finish(f);
 	assert_int_equal(r2.results[0], SMTP_CLIENT_BROKEN);
@@ -1583,10 +1642,10 @@ static void test_connection_lost(void **state)
 
 	/* An idle connection the server closes: CLOSED. */
 	static const char *const s3[] = {
-		EHLO_BASIC, "S:250 fake.test", "SLEEP:100", "S:421 4.4.2 idle too long", NULL,
+	    EHLO_BASIC, "S:250 fake.test", "SLEEP:100", "S:421 4.4.2 idle too long", NULL,
 	};
 	f = fake_start(s3, NULL);
-	struct run r3 = { .stay_idle = 1 };
+	struct run r3 = {.stay_idle = 1};
 	run_client(&r3, f->port, &set, f);
 	fake_finish(f);
 	assert_int_equal(r3.n_events, 2);
@@ -1595,18 +1654,38 @@ static void test_connection_lost(void **state)
 	assert_int_equal(r3.failure.code, 421);
 	assert_string_equal(r3.failure.stage, "idle");
 	fake_free(f);
+
+	/* Garbage, or nothing, in reply to QUIT: the client still goes away (run_client
+	 * checks that no event of it is left). */
+	static const char *const s4[] = {
+	    EHLO_BASIC, "S:250 fake.test", "C:QUIT", "R:garbage\r\n", "EOF", NULL};
+	f = fake_start(s4, NULL);
+	struct run r4 = {0};
+	run_client(&r4, f->port, &set, f);
+	fake_finish(f);
+	assert_true(r4.ready_seen);
+	fake_free(f);
+	static const char *const s5[] = {EHLO_BASIC, "S:250 fake.test", "C:QUIT", "HANG", NULL};
+	f = fake_start(s5, NULL);
+	struct run r5 = {0};
+	set.command_timeout = 1;
+	double took = run_client(&r5, f->port, &set, f);
+	fake_finish(f);
+	assert_true(r5.ready_seen);
+	assert_true(took < 5);
+	fake_free(f);
 }
 
 static void test_connect_refused(void **state)
 {
 	/* A port nobody listens on: bound, then closed. */
 	int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	struct sockaddr_in sin = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
 	assert_int_equal(bind(s, (struct sockaddr *)&sin, sizeof(sin)), 0);
 	socklen_t sl = sizeof(sin);
 	assert_int_equal(getsockname(s, (struct sockaddr *)&sin, &sl), 0);
 	close(s);
-	struct run r = { 0 };
+	struct run r = {0};
 	struct smtp_client_settings set = default_settings();
 	double took = run_client(&r, ntohs(sin.sin_port), &set, NULL);
 	assert_int_equal(r.n_events, 1);
@@ -1620,29 +1699,29 @@ static void test_connect_refused(void **state)
 static void test_api_misuse(void **state)
 {
 	struct event_base *base = event_base_new();
-	struct sockaddr_in sin = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
-				   .sin_port = htons(9) };
+	struct sockaddr_in sin = {
+	    .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK), .sin_port = htons(9)};
 	struct smtp_client_settings set = default_settings();
-	struct run r = { 0 };
+	struct run r = {0};
 	set.helo = "bad name";
-	assert_null(smtp_client_connect(base, (struct sockaddr *)&sin, sizeof(sin), &set, run_event,
-					&r));
+	assert_null(
+	    smtp_client_connect(base, (struct sockaddr *)&sin, sizeof(sin), &set, run_event, &r));
 	set.helo = "ok\r\nRSET";
-	assert_null(smtp_client_connect(base, (struct sockaddr *)&sin, sizeof(sin), &set, run_event,
-					&r));
+	assert_null(
+	    smtp_client_connect(base, (struct sockaddr *)&sin, sizeof(sin), &set, run_event, &r));
 	set = default_settings();
 	set.tls = SMTP_CLIENT_TLS_OPPORTUNISTIC;
 	set.ssl_ctx = NULL;
-	assert_null(smtp_client_connect(base, (struct sockaddr *)&sin, sizeof(sin), &set, run_event,
-					&r));
+	assert_null(
+	    smtp_client_connect(base, (struct sockaddr *)&sin, sizeof(sin), &set, run_event, &r));
 
 	/* Not READY: send refuses; free right away never calls back. */
 	set = default_settings();
-	struct smtp_client *c = smtp_client_connect(base, (struct sockaddr *)&sin, sizeof(sin), &set,
-						    run_event, &r);
+	struct smtp_client *c =
+	    smtp_client_connect(base, (struct sockaddr *)&sin, sizeof(sin), &set, run_event, &r);
 	assert_non_null(c);
-	struct smtp_client_rcpt rc[1] = { { .addr = "b@example.net" } };
-	struct smtp_client_msg m = { .from = "a@b", .rcpts = rc, .n_rcpts = 1, .fd = -1 };
+	struct smtp_client_rcpt rc[1] = {{.addr = "b@example.net"}};
+	struct smtp_client_msg m = {.from = "a@b", .rcpts = rc, .n_rcpts = 1, .fd = -1};
 	assert_int_equal(smtp_client_send(c, &m, run_done, &r), -1);
 	assert_false(smtp_client_is_ready(c));
 	smtp_client_free(&c);
@@ -1660,16 +1739,26 @@ static void test_bad_addresses(void **state)
 {
 	/* A recipient with a line break is refused locally; the others go. */
 	static const char *const script[] = {
-		EHLO_BASIC, "S:250 fake.test",     "C:MAIL FROM:<a@example.org>", "S:250 ok",
-		"C:RCPT TO:<c@example.net>", "S:250 ok", "C:DATA", "S:354 go", "BODY", "S:250 ok",
-		"C:QUIT",   "S:221 bye",        NULL,
+	    EHLO_BASIC,
+	    "S:250 fake.test",
+	    "C:MAIL FROM:<a@example.org>",
+	    "S:250 ok",
+	    "C:RCPT TO:<c@example.net>",
+	    "S:250 ok",
+	    "C:DATA",
+	    "S:354 go",
+	    "BODY",
+	    "S:250 ok",
+	    "C:QUIT",
+	    "S:221 bye",
+	    NULL,
 	};
 	struct fake *f = fake_start(script, NULL);
-	struct smtp_client_rcpt rc[2] = { { .addr = "b@example.net>\r\nRSET" },
-					  { .addr = "c@example.net" } };
+	struct smtp_client_rcpt rc[2] = {{.addr = "b@example.net>\r\nRSET"},
+	                                 {.addr = "c@example.net"}};
 	struct smtp_client_msg m;
 	msg_init(&m, rc, 2, "x\r\n");
-	struct run r = { .msgs = { &m }, .n_msgs = 1 };
+	struct run r = {.msgs = {&m}, .n_msgs = 1};
 	struct smtp_client_settings set = default_settings();
 	run_client(&r, f->port, &set, f);
 	fake_finish(f);
@@ -1677,6 +1766,67 @@ static void test_bad_addresses(void **state)
 	assert_int_equal(rc[1].code, 250);
 	msg_deinit(&m);
 	fake_free(f);
+}
+
+/* Random server talk after EHLO, and in the middle of a pipelined transaction: every
+ * run must end in exactly one outcome (FAILED, or READY then a done with a 2xx/4xx/5xx
+ * per recipient), bounded in time, without a crash (run under ASan in CI). */
+static void test_random_replies(void **state)
+{
+	static const char *const tokens[] = {
+	    "250",        "250-",       "250 ",   "220 ",       "354 ",   "421 ",
+	    "450 ",       "550-5.1.1 ", "5.7.1 ", "PIPELINING", "SIZE 9", "STARTTLS",
+	    "AUTH PLAIN", "\r\n",       "\r\n",   "\n",         "\r",     "x",
+	    " ",          "-",          "\xff",   "\x01",
+	};
+	const size_t n_tokens = sizeof(tokens) / sizeof(tokens[0]);
+	unsigned seed = 12345;
+	struct smtp_client_settings set = default_settings();
+	set.greeting_timeout = 1;
+	set.command_timeout = 1;
+	set.data_timeout = 1;
+	set.data_end_timeout = 1;
+	for (int it = 0; it < 40; it++) {
+		static char blob[2][600];
+		char *b = blob[it & 1];
+		size_t o = 2;
+		memcpy(b, "R:", 2);
+		int n = 1 + (int)(rand_r(&seed) % 30);
+		for (int k = 0; k < n && o + 20 < sizeof(blob[0]); k++)
+			o += (size_t)snprintf(b + o, sizeof(blob[0]) - o, "%s",
+			                      tokens[rand_r(&seed) % n_tokens]);
+		b[o] = '\0';
+		int in_txn = it % 2;
+		const char *script_a[] = {EHLO_BASIC, b, "DRAIN:200", NULL};
+		const char *script_b[] = {EHLO_BASIC,
+		                          "S:250-fake.test",
+		                          "S:250 PIPELINING",
+		                          "C~MAIL FROM:",
+		                          "C~RCPT TO:",
+		                          "C:DATA",
+		                          b,
+		                          "DRAIN:200",
+		                          NULL};
+		struct fake *f = fake_start(in_txn ? script_b : script_a, NULL);
+		struct smtp_client_rcpt rc[1] = {{.addr = "b@example.net"}};
+		struct smtp_client_msg m;
+		msg_init(&m, rc, 1, "random\r\n");
+		struct run r = {.msgs = {&m}, .n_msgs = in_txn};
+		double took = run_client(&r, f->port, &set, f);
+		fake_finish(f);
+		assert_true(took < 8);
+		if (r.ready_seen) {
+			assert_int_equal(r.events[0], SMTP_CLIENT_READY);
+			assert_int_equal(r.n_results, in_txn);
+		} else {
+			assert_int_equal(r.n_events, 1);
+			assert_int_equal(r.events[0], SMTP_CLIENT_FAILED);
+			assert_true(r.failure.why[0] != '\0');
+			assert_int_equal(r.n_results, 0);
+		}
+		msg_deinit(&m);
+		fake_free(f);
+	}
 }
 
 /* ---- setup ---- */
@@ -1723,26 +1873,27 @@ static int group_teardown(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_pipelining),
-		cmocka_unit_test(test_no_pipelining),
-		cmocka_unit_test(test_helo_fallback),
-		cmocka_unit_test(test_size_refused_without_sending),
-		cmocka_unit_test(test_smtputf8),
-		cmocka_unit_test(test_dsn_params),
-		cmocka_unit_test(test_dot_stuffing),
-		cmocka_unit_test(test_rcpt_mixed_and_data_5xx),
-		cmocka_unit_test(test_all_rcpts_refused),
-		cmocka_unit_test(test_starttls_opportunistic),
-		cmocka_unit_test(test_starttls_verified_and_required),
-		cmocka_unit_test(test_starttls_handshake_fails),
-		cmocka_unit_test(test_implicit_tls),
-		cmocka_unit_test(test_auth),
-		cmocka_unit_test(test_bad_greetings),
-		cmocka_unit_test(test_timeouts),
-		cmocka_unit_test(test_connection_lost),
-		cmocka_unit_test(test_connect_refused),
-		cmocka_unit_test(test_api_misuse),
-		cmocka_unit_test(test_bad_addresses),
+	    cmocka_unit_test(test_pipelining),
+	    cmocka_unit_test(test_no_pipelining),
+	    cmocka_unit_test(test_helo_fallback),
+	    cmocka_unit_test(test_size_refused_without_sending),
+	    cmocka_unit_test(test_smtputf8),
+	    cmocka_unit_test(test_dsn_params),
+	    cmocka_unit_test(test_dot_stuffing),
+	    cmocka_unit_test(test_rcpt_mixed_and_data_5xx),
+	    cmocka_unit_test(test_all_rcpts_refused),
+	    cmocka_unit_test(test_starttls_opportunistic),
+	    cmocka_unit_test(test_starttls_verified_and_required),
+	    cmocka_unit_test(test_starttls_handshake_fails),
+	    cmocka_unit_test(test_implicit_tls),
+	    cmocka_unit_test(test_auth),
+	    cmocka_unit_test(test_bad_greetings),
+	    cmocka_unit_test(test_timeouts),
+	    cmocka_unit_test(test_connection_lost),
+	    cmocka_unit_test(test_connect_refused),
+	    cmocka_unit_test(test_api_misuse),
+	    cmocka_unit_test(test_bad_addresses),
+	    cmocka_unit_test(test_random_replies),
 	};
 	return cmocka_run_group_tests_name("smtp/smtp_client", tests, group_setup, group_teardown);
 }
