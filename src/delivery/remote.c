@@ -224,6 +224,8 @@ static void try_next_addr(struct remote_job *job)
 		job->set.tls = SMTP_CLIENT_TLS_NONE;
 	else
 		job->set.tls = SMTP_CLIENT_TLS_REQUIRED;
+	/* A route or smarthost is a host we chose: its certificate must be right. */
+	job->set.tls_verify = r != NULL && r->tls != RELAY_TLS_NONE && r->tls_verify;
 	if (r != NULL && r->username[0] != '\0') {
 		job->set.auth_user = r->username;
 		job->set.auth_password = r->password;

@@ -91,6 +91,9 @@ static const struct option options[] = {
 	  "empty: deliver to each domain's MX." },
 	{ "relay", "tls", OPT_STRING, F(relay_tls), 0, 0, "starttls", NULL,
 	  "`starttls` (port 587, required), `implicit` (port 465) or `none`." },
+	{ "relay", "tls_verify", OPT_BOOL, F(relay_tls_verify), 0, 1, "yes", NULL,
+	  "The smarthost's certificate must verify for its host name (else: deferred). "
+	  "`no` only for a host with a self-signed certificate you trust otherwise." },
 	{ "relay", "username", OPT_STRING, F(relay_username), 0, 0, "", NULL,
 	  "Login at the smarthost (AUTH PLAIN, else LOGIN); empty: no login." },
 	{ "relay", "password", OPT_STRING, F(relay_password), 0, 0, "", NULL,
@@ -114,6 +117,7 @@ static const struct {
 } route_keys[] = {
 	{ "host", "`HOST:PORT` that receives all mail for DOMAIN instead of its MX hosts." },
 	{ "tls", "`starttls` (required), `implicit` or `none`; default `starttls`." },
+	{ "tls_verify", "`yes` (default) or `no`: must the host's certificate verify?" },
 	{ "username", "Login at that host; empty: none." },
 	{ "password", "Password for `username`." },
 };
@@ -285,13 +289,23 @@ static int route_set(struct config_route *r, const char *name, const char *value
 				 r->domain, value);
 			return -1;
 		}
+	} else if (strcmp(name, "tls_verify") == 0) {
+		if (strcmp(value, "yes") == 0)
+			r->tls_verify = 1;
+		else if (strcmp(value, "no") == 0)
+			r->tls_verify = 0;
+		else {
+			snprintf(msg, cap, "[route %s] tls_verify '%s' is not yes or no", r->domain,
+				 value);
+			return -1;
+		}
 	} else if (strcmp(name, "username") == 0) {
 		snprintf(r->username, sizeof(r->username), "%s", value);
 	} else if (strcmp(name, "password") == 0) {
 		snprintf(r->password, sizeof(r->password), "%s", value);
 	} else {
-		snprintf(msg, cap, "unknown key '%s' in [route %s] (known: host, tls, username, "
-			 "password)", name, r->domain);
+		snprintf(msg, cap, "unknown key '%s' in [route %s] (known: host, tls, tls_verify, "
+			 "username, password)", name, r->domain);
 		return -1;
 	}
 	return 0;
@@ -369,6 +383,7 @@ static int config_ini_handler(void *user, const char *section, const char *name,
 			}
 			r = &cfg->routes[cfg->n_routes++];
 			memset(r, 0, sizeof(*r));
+			r->tls_verify = 1;
 			snprintf(r->domain, sizeof(r->domain), "%s", dom);
 			for (char *p = r->domain; *p; p++)
 				if (*p >= 'A' && *p <= 'Z')
@@ -493,6 +508,7 @@ static int validate_delivery(struct tern_config *cfg)
 			set_error(cfg, 0, "%s", msg);
 			return -1;
 		}
+		cfg->relay.tls_verify = cfg->relay_tls_verify;
 		snprintf(cfg->relay.username, sizeof(cfg->relay.username), "%s", cfg->relay_username);
 		snprintf(cfg->relay.password, sizeof(cfg->relay.password), "%s", cfg->relay_password);
 	}
@@ -500,8 +516,19 @@ static int validate_delivery(struct tern_config *cfg)
 		set_error(cfg, 0, "[relay] username and password must be set together");
 		return -1;
 	}
+	if (cfg->relay.host[0] != '\0' && cfg->relay.tls == RELAY_TLS_NONE &&
+	    cfg->relay.username[0] != '\0') {
+		set_error(cfg, 0, "[relay] username with tls = none would send the password in "
+				  "clear: use starttls or implicit");
+		return -1;
+	}
 	for (int i = 0; i < cfg->n_routes; i++) {
 		struct config_route *r = &cfg->routes[i];
+		if (r->tls == RELAY_TLS_NONE && r->username[0] != '\0') {
+			set_error(cfg, 0, "[route %s] username with tls = none would send the "
+					  "password in clear", r->domain);
+			return -1;
+		}
 		if (r->host[0] == '\0') {
 			set_error(cfg, 0, "[route %s] has no host", r->domain);
 			return -1;

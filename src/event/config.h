@@ -33,6 +33,7 @@ struct config_route {
 	char domain[256];  /* "" for [relay] */
 	char host[256];    /* HOST:PORT */
 	enum relay_tls tls;
+	int tls_verify;    /* the host's certificate must verify for its name */
 	char username[256];
 	char password[256];
 	int line;
@@ -94,6 +95,7 @@ struct tern_config {
 	char *relay_tls;
 	char *relay_username;
 	char *relay_password;
+	int relay_tls_verify;
 	struct config_route relay;
 
 	struct config_route routes[CONFIG_MAX_ROUTES];

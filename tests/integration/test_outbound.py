@@ -222,6 +222,7 @@ def test_smarthost_with_starttls_and_auth(make_tern):
     hub.add_domain("example.test")
     hub.add_alias("demo@example.test", "relay@hub.test")
     t = make_tern(extra_config="[relay]\nhost = 127.0.0.1:%d\ntls = starttls\n"
+                               "tls_verify = no\n"
                                "username = relay@hub.test\npassword = %s\n"
                                % (hub.sub_port, relay_pw))
     msg = make_message(sender=DEMO, to="u@dest.test", subject=uniq("via-hub"))
@@ -241,12 +242,27 @@ def test_smarthost_wrong_password_is_reported(make_tern):
     hub.add_domain("hub.test")
     hub.add_user("relay@hub.test")
     t = make_tern(extra_config="[relay]\nhost = 127.0.0.1:%d\ntls = starttls\n"
+                               "tls_verify = no\n"
                                "username = relay@hub.test\npassword = wrong-password\n"
                                % hub.sub_port)
     submit(t, "u@dest.test")
     ev = wait_for(lambda: t.events("deferred") or t.events("bounced"), T(20),
                   what="the failed attempt")
     assert "535" in ev[0].get("reply", "") or "535" in str(ev[0]), ev
+
+
+def test_smarthost_certificate_must_verify(make_tern):
+    hub = make_tern(accounts=False)
+    hub.add_domain("hub.test")
+    pw = hub.add_user("relay@hub.test")
+    # The hub's certificate is self-signed: with tls_verify (the default) nothing is
+    # sent, the password included, and the message waits.
+    t = make_tern(extra_config="[relay]\nhost = 127.0.0.1:%d\ntls = starttls\n"
+                               "username = relay@hub.test\npassword = %s\n" % (hub.sub_port, pw))
+    submit(t, "u@dest.test")
+    ev = wait_for(lambda: t.events("deferred"), T(20), what="a deferred attempt")
+    assert "certificate" in ev[0].get("reply", "").lower() or "verif" in str(ev[0]).lower(), ev
+    assert not [e for e in hub.events("auth")], "no AUTH to an unverified host"
 
 
 def test_route_for_one_domain(make_tern):

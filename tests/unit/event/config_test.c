@@ -131,6 +131,10 @@ static void test_errors_name_file_and_line(void **state)
 		{ "[route example.org]\ntls = none\n" LISTENER, "[route example.org] has no host" },
 		{ "[route example.org]\nport = 1\n" LISTENER, "tern.conf:2: unknown key 'port' in [route example.org]" },
 		{ "[tls]\ncert = /x.pem\n" LISTENER, "cert and key must be set together" },
+		{ "[relay]\nhost = smtp.example.com:25\ntls = none\nusername = u\npassword = p\n" LISTENER,
+		  "password in clear" },
+		{ "[route a.test]\nhost = 127.0.0.1:25\ntls_verify = maybe\n" LISTENER, "tls_verify 'maybe'" },
+		{ "[relay]\ntls_verify = sometimes\n" LISTENER, "expected yes or no" },
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		const char *error = NULL;
@@ -161,6 +165,7 @@ static void test_routes_and_relay(void **state)
 	assert_non_null(r);
 	assert_string_equal(r->host, "smtp.provider.test:587");
 	assert_int_equal(r->tls, RELAY_TLS_STARTTLS);
+	assert_int_equal(r->tls_verify, 1);
 	assert_string_equal(r->username, "me");
 	assert_string_equal(r->password, "secret");
 	config_free(&cfg);
