@@ -670,6 +670,8 @@ struct qmgr *qmgr_new(const struct qmgr_settings *set)
 	q->remote.dns = set->dns;
 	q->remote.tls_ctx = set->tls_ctx;
 	q->remote.cfg = set->cfg;
+	/* A connection stays open a few seconds for the next message to the same place. */
+	q->remote.conns = remote_conns_new(set->base, 5, 100);
 	q->ev_tick = event_new(set->base, -1, EV_PERSIST, on_tick, q);
 	struct timeval one = { 1, 0 };
 	if (q->ev_tick == NULL || event_add(q->ev_tick, &one) < 0) {
@@ -714,6 +716,7 @@ void qmgr_free(struct qmgr **qp)
 		q->dests = d->next;
 		free(d);
 	}
+	remote_conns_free(&q->remote.conns);
 	event_free(q->ev_tick);
 	free(q);
 	*qp = NULL;

@@ -14,6 +14,27 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+
+#define REMOTE_REUSE_MAX_MESSAGES 100 /* messages on one connection before a fresh one */
+
+struct remote_idle {
+	struct remote_idle *next, *prev;
+	struct remote_conns *pool;
+	char key[300];
+	char host[256];
+	char addr_text[INET6_ADDRSTRLEN];
+	struct smtp_client *client;
+	struct event *timer;
+};
+
+struct remote_conns {
+	struct event_base *base;
+	int idle_seconds;
+	int max_idle;
+	int n;
+	struct remote_idle *head;
+};
 
 struct remote_hop {
 	char host[256];
@@ -37,6 +58,8 @@ struct remote_job {
 	int addr_i;
 	char addr_text[INET6_ADDRSTRLEN];
 	int no_tls;               /* retrying this address without STARTTLS (RFC 7435) */
+	int reused;               /* the connection came from the idle pool */
+	char key[300];            /* the destination, for the idle pool */
 	struct dns_query *query;
 	struct smtp_client *client;
 	struct smtp_client_settings set;
@@ -50,6 +73,112 @@ struct remote_job {
 
 static void try_next_hop(struct remote_job *job);
 static void try_next_addr(struct remote_job *job);
+static void start_fresh(struct remote_job *job);
+static void client_event(struct smtp_client *c, enum smtp_client_event ev, void *arg);
+
+/* ---- idle connections ----------------------------------------------------------------- */
+
+static void idle_remove(struct remote_idle *e)
+{
+	struct remote_conns *pool = e->pool;
+	if (e->prev)
+		e->prev->next = e->next;
+	else
+		pool->head = e->next;
+	if (e->next)
+		e->next->prev = e->prev;
+	pool->n--;
+	event_free(e->timer);
+	free(e);
+}
+
+static void idle_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	struct remote_idle *e = arg;
+	smtp_client_quit(&e->client);
+	idle_remove(e);
+}
+
+static void idle_event(struct smtp_client *c, enum smtp_client_event ev, void *arg)
+{
+	/* The remote closed an idle connection (or said 421). */
+	struct remote_idle *e = arg;
+	smtp_client_free(&e->client);
+	idle_remove(e);
+}
+
+/* Keeps c for the next message to key.  0, or -1 (the caller closes c). */
+static int idle_put(struct remote_conns *pool, const char *key, const char *host,
+		    const char *addr_text, struct smtp_client *c)
+{
+	if (pool == NULL || pool->n >= pool->max_idle)
+		return -1;
+	struct remote_idle *e = calloc(1, sizeof(*e));
+	if (e == NULL)
+		return -1;
+	e->timer = evtimer_new(pool->base, idle_timeout, e);
+	if (e->timer == NULL) {
+		free(e);
+		return -1;
+	}
+	e->pool = pool;
+	snprintf(e->key, sizeof(e->key), "%s", key);
+	snprintf(e->host, sizeof(e->host), "%s", host);
+	snprintf(e->addr_text, sizeof(e->addr_text), "%s", addr_text);
+	e->client = c;
+	smtp_client_set_event_cb(c, idle_event, e);
+	struct timeval tv = { pool->idle_seconds, 0 };
+	evtimer_add(e->timer, &tv);
+	e->next = pool->head;
+	if (pool->head)
+		pool->head->prev = e;
+	pool->head = e;
+	pool->n++;
+	return 0;
+}
+
+/* An idle connection to key that can take a message now, or NULL. */
+static struct smtp_client *idle_take(struct remote_conns *pool, const char *key, char *host,
+				     size_t host_cap, char *addr_text, size_t addr_cap)
+{
+	if (pool == NULL)
+		return NULL;
+	for (struct remote_idle *e = pool->head; e != NULL; e = e->next) {
+		if (strcasecmp(e->key, key) != 0 || !smtp_client_is_ready(e->client))
+			continue;
+		struct smtp_client *c = e->client;
+		snprintf(host, host_cap, "%s", e->host);
+		snprintf(addr_text, addr_cap, "%s", e->addr_text);
+		idle_remove(e);
+		return c;
+	}
+	return NULL;
+}
+
+struct remote_conns *remote_conns_new(struct event_base *base, int idle_seconds, int max_idle)
+{
+	struct remote_conns *pool = calloc(1, sizeof(*pool));
+	if (pool == NULL)
+		return NULL;
+	pool->base = base;
+	pool->idle_seconds = idle_seconds;
+	pool->max_idle = max_idle;
+	return pool;
+}
+
+void remote_conns_free(struct remote_conns **poolp)
+{
+	struct remote_conns *pool = *poolp;
+	if (pool == NULL)
+		return;
+	while (pool->head != NULL) {
+		struct remote_idle *e = pool->head;
+		smtp_client_quit(&e->client);
+		idle_remove(e);
+	}
+	free(pool);
+	*poolp = NULL;
+}
 
 static void set_failure(struct remote_job *job, const char *status, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
@@ -148,10 +277,27 @@ static void send_done(struct smtp_client *c, struct smtp_client_msg *m, int resu
 		snprintf(r->diagnostic, sizeof(r->diagnostic), "smtp; %d %s%s%s", cr->code,
 			 cr->enhanced, cr->enhanced[0] ? " " : "", cr->text);
 	}
+	if (result < 0 && job->reused) {
+		/* A kept connection the remote had dropped meanwhile: not a failure of the
+		 * destination.  Once more on a fresh connection. */
+		smtp_client_free(&job->client);
+		job->reused = 0;
+		for (int i = 0; i < job->n; i++) {
+			job->rcpts[i].status[0] = '\0';
+			job->crcpts[i].code = 0;
+		}
+		start_fresh(job);
+		return;
+	}
 	if (result < 0)
 		set_failure(job, "4.4.2", "connection to %s [%s] lost during the transaction",
 			    hop->host, job->addr_text);
-	smtp_client_quit(&job->client);
+	if (result == SMTP_CLIENT_SENT && smtp_client_is_ready(c) &&
+	    info->messages < REMOTE_REUSE_MAX_MESSAGES &&
+	    idle_put(job->ctx->conns, job->key, hop->host, job->addr_text, c) == 0)
+		job->client = NULL; /* kept for the next message to this destination */
+	else
+		smtp_client_quit(&job->client);
 	finish(job, REMOTE_TEMPFAIL);
 }
 
@@ -355,26 +501,46 @@ struct remote_job *remote_job_start(const struct remote_ctx *ctx, const char *do
 		job->crcpts[i].notify = rcpts[i].notify;
 	}
 	job->route = config_route_for(ctx->cfg, domain);
+	snprintf(job->key, sizeof(job->key), "%s", job->route ? job->route->host : domain);
+	job->client = idle_take(ctx->conns, job->key, job->hops[0].host, sizeof(job->hops[0].host),
+				job->addr_text, sizeof(job->addr_text));
+	if (job->client != NULL) {
+		job->reused = 1;
+		job->n_hops = 1;
+		smtp_client_set_event_cb(job->client, client_event, job);
+		client_event(job->client, SMTP_CLIENT_READY, job);
+		return job;
+	}
+	start_fresh(job);
+	return job;
+}
+
+/* Route or MX lookup, then the hosts in order. */
+static void start_fresh(struct remote_job *job)
+{
+	const struct remote_ctx *ctx = job->ctx;
+	const char *domain = job->domain;
+	job->n_hops = 0;
+	job->hop = 0;
 	if (job->route != NULL) {
 		char host[256];
 		int port;
 		if (config_split_address(job->route->host, host, sizeof(host), &port) < 0) {
 			set_failure(job, "4.3.5", "bad route host %s", job->route->host);
 			finish(job, REMOTE_TEMPFAIL);
-			return job;
+			return;
 		}
 		snprintf(job->hops[0].host, sizeof(job->hops[0].host), "%s", host);
 		job->hops[0].port = port;
 		job->n_hops = 1;
 		try_next_hop(job);
-		return job;
+		return;
 	}
 	job->query = dns_lookup_mx(ctx->dns, domain, mx_done, job);
 	if (job->query == NULL) {
 		set_failure(job, "4.3.0", "out of memory looking up %s", domain);
 		finish(job, REMOTE_TEMPFAIL);
 	}
-	return job;
 }
 
 void remote_job_cancel(struct remote_job **jobp)

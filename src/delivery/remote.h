@@ -12,12 +12,21 @@ struct event_base;
 struct dns_resolver;
 struct tern_config;
 
+struct remote_conns;
+
 struct remote_ctx {
 	struct event_base *base;
 	struct dns_resolver *dns;
 	SSL_CTX *tls_ctx; /* client context */
 	const struct tern_config *cfg;
+	struct remote_conns *conns; /* idle connections for reuse; NULL: none kept */
 };
+
+/* Connections kept open for idle_seconds after a message, for the next message to the
+ * same destination (at most max_idle in all). */
+struct remote_conns *remote_conns_new(struct event_base *base, int idle_seconds, int max_idle);
+/* Says QUIT on every idle connection and frees them. */
+void remote_conns_free(struct remote_conns **conns);
 
 enum remote_outcome {
 	REMOTE_TEMPFAIL, /* try again later */

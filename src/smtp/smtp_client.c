@@ -1774,6 +1774,12 @@ const char *smtp_client_error(const struct smtp_client *c)
 	return c->failure.why;
 }
 
+void smtp_client_set_event_cb(struct smtp_client *c, smtp_client_event_fn *cb, void *arg)
+{
+	c->cb = cb;
+	c->cb_arg = arg;
+}
+
 int smtp_client_is_ready(const struct smtp_client *c)
 {
 	return c != NULL && !c->freed && !c->quitting && c->state == CS_READY && c->msg == NULL &&

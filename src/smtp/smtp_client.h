@@ -125,6 +125,9 @@ const struct smtp_client_failure *smtp_client_failure(const struct smtp_client *
 const char *smtp_client_error(const struct smtp_client *c);
 /* 1 when a message can be sent now (READY and idle). */
 int smtp_client_is_ready(const struct smtp_client *c);
+/* Hands the connection's events (CLOSED while idle) to another owner, e.g. a pool of
+ * idle connections kept for the next message. */
+void smtp_client_set_event_cb(struct smtp_client *c, smtp_client_event_fn *cb, void *arg);
 
 /* A recipient of one message.  addr: "local@domain" without brackets.  orcpt: "" or NULL,
  * "rfc822;ADDR" (the decoded address: the engine xtext-encodes it, RFC 3461 4.2), or an

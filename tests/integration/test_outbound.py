@@ -371,3 +371,22 @@ def test_queue_admin_commands(make_tern):
     assert t.cli("queue", "retry", "NOSUCHIDNOSUCHIDNOSU", check=False).returncode == 1
     t.cli("queue", "delete", qid)
     assert "queue is empty" in t.cli("queue", "list").stdout
+
+
+def test_connection_reused_for_the_next_message(make_tern):
+    dom = uniq("reuse") + ".test"
+    port = delivery_port("127.0.0.10")
+    sink = SmtpSink("127.0.0.10", port)
+    try:
+        t = outbound(make_tern, port)
+        t.dns.add("%s. MX 10 mx.%s." % (dom, dom), "mx.%s. A 127.0.0.10" % dom)
+        first = submit(t, "a@" + dom)
+        wait_for(lambda: sink.find(message_id_of(first)), T(20), what="the first message")
+        # Within the idle time, the next messages take the same connection.
+        later = [submit(t, "b%d@%s" % (i, dom)) for i in range(3)]
+        for m in later:
+            wait_for(lambda: sink.find(message_id_of(m)), T(20), what="a later message")
+        connects = [e for e in t.events("connect") if "127.0.0.10" in e.get("remote", "")]
+        assert 1 <= len(connects) < 4, "%d connections for 4 messages" % len(connects)
+    finally:
+        sink.stop()
