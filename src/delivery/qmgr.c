@@ -312,11 +312,12 @@ static void finish_work(void *arg)
 			.will_retry_until = env->arrival + cfg->queue_lifetime,
 		};
 		const char *relay = r->remote_mta[0] ? r->remote_mta : "none";
+		const char *tls = r->tls[0] ? r->tls : "none";
 		switch (r->outcome) {
 		case REMOTE_DELIVERED:
 			queue_file_set_status(fd, qr, QUEUE_STATUS_DELIVERED, 0, &error);
-			log_info("delivery", "event=sent qid=%s rcpt=<%s> relay=\"%s\" status=%s "
-					     "delay=%llds reply=\"%s\"", env->id, qr->addr, relay, r->status,
+			log_info("delivery", "event=sent qid=%s rcpt=<%s> relay=\"%s\" tls=\"%s\" status=%s "
+					     "delay=%llds reply=\"%s\"", env->id, qr->addr, relay, tls, r->status,
 				 age, r->diagnostic);
 			if (ok != NULL && dsn_wanted(DSN_SUCCESS, qr->notify)) {
 				d.action = r->remote_dsn ? DSN_ACTION_DELIVERED : DSN_ACTION_RELAYED;
@@ -325,8 +326,8 @@ static void finish_work(void *arg)
 			break;
 		case REMOTE_PERMFAIL:
 			queue_file_set_status(fd, qr, QUEUE_STATUS_FAILED, 0, &error);
-			log_warn("delivery", "event=bounced qid=%s rcpt=<%s> relay=\"%s\" status=%s "
-					     "delay=%llds reply=\"%s\"", env->id, qr->addr, relay, r->status,
+			log_warn("delivery", "event=bounced qid=%s rcpt=<%s> relay=\"%s\" tls=\"%s\" status=%s "
+					     "delay=%llds reply=\"%s\"", env->id, qr->addr, relay, tls, r->status,
 				 age, r->diagnostic);
 			if (fail != NULL && dsn_wanted(DSN_FAILURE, qr->notify)) {
 				d.action = DSN_ACTION_FAILED;
@@ -345,9 +346,9 @@ static void finish_work(void *arg)
 				}
 				break;
 			}
-			log_info("delivery", "event=deferred qid=%s rcpt=<%s> relay=\"%s\" status=%s "
+			log_info("delivery", "event=deferred qid=%s rcpt=<%s> relay=\"%s\" tls=\"%s\" status=%s "
 					     "delay=%llds reply=\"%s\" next_retry=%s", env->id, qr->addr,
-				 relay, r->status, age, r->diagnostic, next_text);
+				 relay, tls, r->status, age, r->diagnostic, next_text);
 			if (qr->status == QUEUE_STATUS_PENDING && cfg->delay_warning > 0 &&
 			    age >= cfg->delay_warning && delay != NULL &&
 			    dsn_wanted(DSN_DELAY, qr->notify)) {

@@ -266,6 +266,11 @@ static void send_done(struct smtp_client *c, struct smtp_client_msg *m, int resu
 		const struct smtp_client_rcpt *cr = &job->crcpts[i];
 		snprintf(r->remote_mta, sizeof(r->remote_mta), "%s [%s]", hop->host, job->addr_text);
 		r->remote_dsn = info->dsn;
+		if (info->tls_desc[0] != '\0')
+			snprintf(r->tls, sizeof(r->tls), "%s verified=%s", info->tls_desc,
+				 info->tls_verified ? "yes" : "no");
+		else
+			snprintf(r->tls, sizeof(r->tls), "none");
 		if (cr->code == 0)
 			continue; /* no final answer: the attempt's failure */
 		int cls = cr->code / 100;
@@ -495,6 +500,7 @@ struct remote_job *remote_job_start(const struct remote_ctx *ctx, const char *do
 		rcpts[i].status[0] = '\0';
 		rcpts[i].diagnostic[0] = '\0';
 		rcpts[i].remote_mta[0] = '\0';
+		rcpts[i].tls[0] = '\0';
 		rcpts[i].outcome = REMOTE_TEMPFAIL;
 		job->crcpts[i].addr = rcpts[i].addr;
 		job->crcpts[i].orcpt = rcpts[i].orcpt;

@@ -44,6 +44,7 @@ struct remote_rcpt {
 	char status[16];          /* enhanced status code, e.g. "5.1.1" */
 	char diagnostic[640];     /* "smtp; 550 5.1.1 <x@y>: User unknown", or a text of ours */
 	char remote_mta[300];     /* "mx.example.com [192.0.2.1]" or "" */
+	char tls[200];            /* "version=... cipher=... verified=yes|no", or "none" */
 	int remote_dsn;           /* the accepting server takes DSN (else "relayed") */
 };
 
