@@ -122,15 +122,27 @@ enum delivery_result delivery_local_run(const struct delivery_ctx *ctx, const ch
 		queue_envelope_free(&env);
 		return DELIVERY_RETRY;
 	}
+	/* Reports due: NOTIFY=SUCCESS deliveries, and accounts gone since acceptance. */
+	struct dsn_rcpt *ok = calloc((size_t)env.n_rcpts, sizeof(*ok));
+	struct dsn_rcpt *fail = calloc((size_t)env.n_rcpts, sizeof(*fail));
+	int n_ok = 0, n_fail = 0;
+	long long now = (long long)time(NULL);
 	for (int i = 0; i < env.n_rcpts; i++) {
 		struct queue_rcpt *r = &env.rcpts[i];
 		if (!QUEUE_STATUS_IS_PENDING(r->status))
 			continue;
+		struct dsn_rcpt d = { .addr = r->addr, .orcpt = r->orcpt, .last_attempt = now,
+				      .remote_mta = NULL };
 		switch (classify(ctx, r->addr)) {
 		case RCPT_LOCAL:
 			if (!deliver_one(ctx, &env, fd, i)) {
 				retry = 1;
 				pending++;
+			} else if (ok != NULL && dsn_wanted(DSN_SUCCESS, r->notify)) {
+				d.action = DSN_ACTION_DELIVERED;
+				d.status = "2.0.0";
+				d.diagnostic = "X-tern; delivered to the mailbox";
+				ok[n_ok++] = d;
 			}
 			break;
 		case RCPT_NO_ACCOUNT:
@@ -141,6 +153,12 @@ enum delivery_result delivery_local_run(const struct delivery_ctx *ctx, const ch
 			} else {
 				log_warn("delivery", "event=failed qid=%s rcpt=<%s> reason=\"no such "
 						     "local account\"", env.id, r->addr);
+				if (fail != NULL && dsn_wanted(DSN_FAILURE, r->notify)) {
+					d.action = DSN_ACTION_FAILED;
+					d.status = "5.1.1";
+					d.diagnostic = "X-tern; the mailbox no longer exists";
+					fail[n_fail++] = d;
+				}
 			}
 			break;
 		case RCPT_REMOTE:
@@ -154,6 +172,11 @@ enum delivery_result delivery_local_run(const struct delivery_ctx *ctx, const ch
 			break;
 		}
 	}
+	/* Queued before the original may go: a crash repeats rather than loses them. */
+	delivery_report(ctx, &env, fd, DSN_SUCCESS, ok, n_ok);
+	delivery_report(ctx, &env, fd, DSN_FAILURE, fail, n_fail);
+	free(ok);
+	free(fail);
 	enum delivery_result result;
 	if (pending == 0) {
 		/* The directory is not fsynced: an unlink lost in a crash only means the file

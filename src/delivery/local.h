@@ -5,6 +5,7 @@
 
 #include <pthread.h>
 
+#include "queue/dsn.h"
 #include "queue/queue_file.h"
 
 struct directory;
@@ -42,5 +43,12 @@ struct delivery_pending {
 enum delivery_result delivery_local_run(const struct delivery_ctx *ctx, const char *id,
 					struct delivery_pending *pending_r);
 void delivery_pending_free(struct delivery_pending *p);
+
+/* Queues a delivery status notification of kind about rcpts of the message env (read
+ * from fd) as a new message.  Never to the null sender: reports about mail from <> go to
+ * the postmaster, and a report about a report to the postmaster is dropped (logged).
+ * Blocking: runs on a pool thread. */
+void delivery_report(const struct delivery_ctx *ctx, const struct queue_envelope *env, int fd,
+		     enum dsn_kind kind, const struct dsn_rcpt *rcpts, int n);
 
 #endif

@@ -406,3 +406,36 @@ def test_connection_reused_for_the_next_message(make_tern):
         assert 1 <= len(connects) < 4, "%d connections for 4 messages" % len(connects)
     finally:
         sink.stop()
+
+
+def test_notify_success_on_local_delivery(make_tern):
+    from conftest import BOB
+    t = make_tern()
+    subject = uniq("notify")
+    msg = make_message(sender=BOB, to=DEMO, subject=subject)
+    with t.raw("smtp") as c:
+        c.ehlo()
+        assert c.cmd("MAIL FROM:<%s> RET=HDRS ENVID=env%s" % (BOB, subject)).code == 250
+        assert c.cmd("RCPT TO:<%s> NOTIFY=SUCCESS" % DEMO).code == 250
+        assert c.send_data(msg).code == 250
+    t.wait_message(DEMO, message_id_of(msg))
+
+    def report():
+        for raw in t.messages(BOB):
+            if b"multipart/report" in raw and subject.encode() in raw:
+                return raw
+        return None
+    raw = wait_for(report, T(20), what="the success report in the sender's Maildir")
+    _, blocks, returned = dsn_parts(raw)
+    per_rcpt = [b for b in blocks if "final-recipient" in b]
+    assert per_rcpt[0]["action"] == "delivered" and per_rcpt[0]["status"] == "2.0.0", blocks
+    assert any(("env" + subject) in b.get("original-envelope-id", "") for b in blocks), blocks
+    # RET=HDRS: the headers come back, the body does not.
+    assert returned.get_content_type() in ("text/rfc822-headers", "message/global-headers")
+    # A plain delivery (no NOTIFY) sends no report.
+    plain = make_message(sender=BOB, to=DEMO, subject=uniq("plain"))
+    t.send(plain, sender=BOB)
+    t.wait_message(DEMO, message_id_of(plain))
+    time.sleep(T(1))
+    assert not [r for r in t.messages(BOB) if b"multipart/report" in r and
+                message_id_of(plain).encode() in r]
