@@ -115,3 +115,120 @@ class BadServer:
         for c in self.held:
             c.close()
         self.sock.close()
+
+
+class PostfixServer:
+    """A private Postfix instance (its own config, queue and data directories) whose
+    smtpd listens on HOST:PORT and delivers mail for `domain` into Maildirs through its
+    virtual agent.  It does no DNS at all.  Needs root (Postfix's master does)."""
+
+    def __init__(self, host, port, domain, users):
+        self.dir = tempfile.mkdtemp(prefix="tern-postfix-")
+        os.chmod(self.dir, 0o755)
+        self.conf = os.path.join(self.dir, "etc")
+        self.mail = os.path.join(self.dir, "mail")
+        for d in ("etc", "spool", "data", "mail"):
+            os.makedirs(os.path.join(self.dir, d))
+        nobody = subprocess.run(["id", "-u", "nobody"], capture_output=True, text=True).stdout.strip()
+        nogroup = subprocess.run(["id", "-g", "nobody"], capture_output=True, text=True).stdout.strip()
+        subprocess.run(["chown", "nobody:%s" % nogroup, self.mail], check=True)
+        subprocess.run(["chown", "postfix", os.path.join(self.dir, "data")], check=True)
+        self.domain = domain
+        with open(os.path.join(self.conf, "vmailbox"), "w") as f:
+            for u in users:
+                f.write("%s@%s %s/%s/\n" % (u, domain, domain, u))
+        main = {
+            "compatibility_level": "3.6",
+            "config_directory": self.conf,
+            "queue_directory": os.path.join(self.dir, "spool"),
+            "data_directory": os.path.join(self.dir, "data"),
+            "command_directory": "/usr/sbin",
+            "daemon_directory": "/usr/lib/postfix/sbin",
+            "meta_directory": "/etc/postfix",
+            "shlib_directory": "/usr/lib/postfix",
+            "mail_owner": "postfix",
+            "setgid_group": "postdrop",
+            "syslog_name": "postfix-tern-test",
+            "maillog_file_prefixes": self.dir,
+            "maillog_file": os.path.join(self.dir, "maillog"),
+            "myhostname": "pf." + domain,
+            "mydestination": "",
+            "inet_interfaces": host,
+            "inet_protocols": "ipv4",
+            "mynetworks": "127.0.0.0/8",
+            "alias_maps": "",
+            "alias_database": "",
+            "local_recipient_maps": "",
+            "virtual_mailbox_domains": domain,
+            "virtual_mailbox_base": self.mail,
+            "virtual_mailbox_maps": "texthash:" + os.path.join(self.conf, "vmailbox"),
+            "virtual_uid_maps": "static:" + nobody,
+            "virtual_gid_maps": "static:" + nogroup,
+            "smtpd_peername_lookup": "no",
+            "smtp_dns_support_level": "disabled",
+            "lmtp_dns_support_level": "disabled",
+            "smtp_host_lookup": "native",
+            "smtputf8_enable": "yes",
+        }
+        with open(os.path.join(self.conf, "main.cf"), "w") as f:
+            f.write("".join("%s = %s\n" % kv for kv in main.items()))
+        services = [
+            ("%s:%d" % (host, port), "inet", "n", "-", "n", "-", "20", "smtpd"),
+            ("pickup", "unix", "n", "-", "n", "60", "1", "pickup"),
+            ("cleanup", "unix", "n", "-", "n", "-", "0", "cleanup"),
+            ("qmgr", "unix", "n", "-", "n", "300", "1", "qmgr"),
+            ("rewrite", "unix", "-", "-", "n", "-", "-", "trivial-rewrite"),
+            ("bounce", "unix", "-", "-", "n", "-", "0", "bounce"),
+            ("defer", "unix", "-", "-", "n", "-", "0", "bounce"),
+            ("trace", "unix", "-", "-", "n", "-", "0", "bounce"),
+            ("verify", "unix", "-", "-", "n", "-", "1", "verify"),
+            ("proxymap", "unix", "-", "-", "n", "-", "-", "proxymap"),
+            ("smtp", "unix", "-", "-", "n", "-", "-", "smtp"),
+            ("showq", "unix", "n", "-", "n", "-", "-", "showq"),
+            ("error", "unix", "-", "-", "n", "-", "-", "error"),
+            ("retry", "unix", "-", "-", "n", "-", "-", "error"),
+            ("discard", "unix", "-", "-", "n", "-", "-", "discard"),
+            ("virtual", "unix", "-", "n", "n", "-", "-", "virtual"),
+            ("anvil", "unix", "-", "-", "n", "-", "1", "anvil"),
+            ("scache", "unix", "-", "-", "n", "-", "1", "scache"),
+            ("postlog", "unix-dgram", "n", "-", "n", "-", "1", "postlogd"),
+        ]
+        with open(os.path.join(self.conf, "master.cf"), "w") as f:
+            f.write("".join(" ".join(s) + "\n" for s in services))
+        self._postfix("check")
+        self._postfix("start")
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with socket.create_connection((host, port), timeout=1) as s:
+                    if s.recv(100).startswith(b"220"):
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("postfix did not start: %s" % self.log())
+            time.sleep(0.1)
+
+    def _postfix(self, verb):
+        p = subprocess.run(["/usr/sbin/postfix", "-c", self.conf, verb], capture_output=True,
+                           text=True, timeout=60)
+        if p.returncode != 0 and verb != "stop":
+            raise RuntimeError("postfix %s: %s %s" % (verb, p.stdout, p.stderr))
+
+    def log(self):
+        try:
+            with open(os.path.join(self.dir, "maillog")) as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def messages(self, user):
+        out = []
+        for p in sorted(glob.glob(os.path.join(self.mail, self.domain, user, "new", "*"))):
+            with open(p, "rb") as f:
+                out.append(f.read())
+        return out
+
+    def stop(self):
+        self._postfix("stop")
+        shutil.rmtree(self.dir, ignore_errors=True)

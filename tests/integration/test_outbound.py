@@ -439,3 +439,28 @@ def test_notify_success_on_local_delivery(make_tern):
     time.sleep(T(1))
     assert not [r for r in t.messages(BOB) if b"multipart/report" in r and
                 message_id_of(plain).encode() in r]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a private Postfix instance needs root")
+def test_delivery_to_a_real_postfix(make_tern):
+    from sinks import PostfixServer
+    dom = uniq("pf") + ".test"
+    # Postfix binds only addresses of an interface: 127.0.0.1 (with its own port).
+    port = delivery_port("127.0.0.1")
+    pf = PostfixServer("127.0.0.1", port, dom, ["alice"])
+    try:
+        t = outbound(make_tern, port)
+        t.dns.add("%s. MX 10 mx.%s." % (dom, dom), "mx.%s. A 127.0.0.1" % dom)
+        body = "first line\r\n.a line that starts with a dot\r\n..two dots\r\nlast\r\n"
+        msg = make_message(sender=DEMO, to="alice@" + dom, subject=uniq("to-postfix"),
+                           body=body)
+        t.send(msg, to=["alice@" + dom], sender=DEMO, role="submission", login=DEMO)
+        got = wait_for(lambda: [m for m in pf.messages("alice")
+                                if message_id_of(msg).encode() in m],
+                       T(30), what="the message in Postfix's Maildir")[0]
+        # Postfix stores LF line ends: compare the body with LF.
+        assert body.replace("\r\n", "\n").encode() in got, got
+        sent = wait_for(lambda: t.events("sent"), T(10), what="a sent line")
+        assert sent[0]["status"].startswith("2."), sent
+    finally:
+        pf.stop()
