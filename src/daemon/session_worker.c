@@ -20,7 +20,7 @@
 #include <sys/prctl.h>
 #include <unistd.h>
 
-#define WORKER_POOL_THREADS 4
+#define WORKER_POOL_THREADS 8 /* fsync-bound: concurrent commits share journal flushes */
 #define WORKER_DRAIN_SECONDS 30           /* shutdown: transactions get this long */
 #define WORKER_GRACEFUL_SECONDS 120       /* reload: sessions get this long, then shutdown */
 
