@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Helpers for bench/smtp-in.sh (Python 3 standard library only).
+"""Helpers for bench/smtp-in.sh and bench/smtp-out.sh (Python 3 standard library only).
 
 Subcommands:
   freeport                          print a free TCP port on 127.0.0.1
@@ -10,6 +10,8 @@ Subcommands:
   run ...                           one timed smtp-source run (see cmd_run)
   idle ...                          N idle connections, RSS before/after (see cmd_idle)
   report RESULTS.jsonl MD           print the results table and write it as Markdown
+  outrun ...                        one outbound run: load, defer, flush to smtp-sinks
+  outreport RESULTS.jsonl MD        the smtp-out table, printed and written as Markdown
 
 Every loop is bounded by a deadline or a count.
 """
@@ -639,6 +641,470 @@ def cmd_idle(args):
     return 0
 
 
+# ---------------------------------------------------------------- outbound (smtp-out.sh)
+
+def _queue_files(kind, qdir):
+    """(queued, deferred, other) message files of a server's queue right now.
+    tern: the regular files directly in DATA_DIR/queue (tmp/, corrupt/, hold/ are
+    directories; hold/ is counted as other) and those whose mtime, the next attempt, lies
+    more than a minute ahead count as deferred.  Postfix: the files in its queue
+    directories; those under deferred/ are the deferred ones."""
+    now = time.time()
+    queued = deferred = other = 0
+    if kind == "tern":
+        try:
+            it = os.scandir(qdir)
+        except FileNotFoundError:
+            return 0, 0, 0
+        with it:
+            for e in it:
+                if e.is_file(follow_symlinks=False) and not e.name.startswith("."):
+                    queued += 1
+                    try:
+                        if e.stat(follow_symlinks=False).st_mtime > now + 60:
+                            deferred += 1
+                    except FileNotFoundError:
+                        queued -= 1
+        other = _count(os.path.join(qdir, "hold"))
+        return queued, deferred, other
+    for sub in ("maildrop", "incoming", "active", "deferred", "hold"):
+        n = 0
+        for _root, _dirs, files in os.walk(os.path.join(qdir, sub)):
+            n += len(files)
+        queued += n
+        if sub == "deferred":
+            deferred = n
+        elif sub == "hold":
+            other = n
+    return queued, deferred, other
+
+
+def _port_open(ip, port):
+    try:
+        socket.create_connection((ip, port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+_LIVE_SINKS = []
+
+
+class Sinks:
+    """One smtp-sink per destination (ip:port), started with -c: it writes running
+    counters ("sess=N quit=N mesg=N", separated by CR) to its stdout, a pipe read here.
+    mesg counts the messages whose final "." the sink has received."""
+
+    def __init__(self, binary, ips, port, pidfile, errfile):
+        self.ips, self.port, self.pidfile = ips, port, pidfile
+        self.procs, self.bufs, self.mesg, self.sess = [], [], [], []
+        for ip in ips:
+            if _port_open(ip, port):
+                raise RuntimeError("%s:%d already accepts connections" % (ip, port))
+        self.err = open(errfile, "ab")
+        self.base = [0] * len(ips)
+        _LIVE_SINKS.append(self)
+        try:
+            self._start(binary)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, binary):
+        ips, port, pidfile = self.ips, self.port, self.pidfile
+        for ip in ips:
+            p = subprocess.Popen([binary, "-c", "-u", "nobody", "-4", "%s:%d" % (ip, port),
+                                  "1024"], stdout=subprocess.PIPE, stderr=self.err,
+                                 stdin=subprocess.DEVNULL)
+            os.set_blocking(p.stdout.fileno(), False)
+            self.procs.append(p)
+            self.bufs.append(b"")
+            self.mesg.append(0)
+            self.sess.append(0)
+        with open(pidfile, "w") as f:
+            f.write("".join("%d\n" % p.pid for p in self.procs))
+        deadline = time.monotonic() + 10
+        for ip, p in zip(ips, self.procs):
+            for _ in range(200):
+                if _port_open(ip, port):
+                    break
+                if p.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("smtp-sink on %s:%d did not start" % (ip, port))
+                time.sleep(0.05)
+            else:
+                raise RuntimeError("smtp-sink on %s:%d did not start" % (ip, port))
+        self.poll()
+        self.base = list(self.mesg)   # the start-up checks count sessions, not messages
+        self.sess_base = list(self.sess)
+
+    def poll(self):
+        for i, p in enumerate(self.procs):
+            for _ in range(1000):
+                try:
+                    data = os.read(p.stdout.fileno(), 65536)
+                except BlockingIOError:
+                    break
+                if not data:
+                    break
+                self.bufs[i] += data
+            buf = self.bufs[i]
+            cut = buf.rfind(b"\r")
+            if cut < 0:
+                continue
+            done, self.bufs[i] = buf[:cut], buf[cut + 1:]
+            last = done[done.rfind(b"\r") + 1:]
+            for field in last.split():
+                key, _, num = field.partition(b"=")
+                try:
+                    if key == b"mesg":
+                        self.mesg[i] = int(num)
+                    elif key == b"sess":
+                        self.sess[i] = int(num)
+                except ValueError:
+                    pass
+        return [m - b for m, b in zip(self.mesg, self.base)]
+
+    def sessions(self):
+        """SMTP sessions (connections) each sink saw end since the start-up checks."""
+        return [m - b for m, b in zip(self.sess, self.sess_base)]
+
+    def cpu_seconds(self):
+        out = []
+        for p in self.procs:
+            try:
+                with open("/proc/%d/stat" % p.pid, "rb") as f:
+                    data = f.read()
+                rest = data[data.rfind(b")") + 2:].split()
+                out.append(sum(int(x) for x in rest[11:13]) / CLK_TCK)
+            except OSError:
+                out.append(0.0)
+        return out
+
+    def alive(self):
+        return all(p.poll() is None for p in self.procs)
+
+    def stop(self):
+        for p in self.procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(5)
+        self.procs = []
+        self.err.close()
+        if self in _LIVE_SINKS:
+            _LIVE_SINKS.remove(self)
+        try:
+            os.unlink(self.pidfile)
+        except FileNotFoundError:
+            pass
+
+
+def _log_size(path):
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
+def _log_read(path, start):
+    try:
+        with open(path, "rb") as f:
+            f.seek(start)
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def _log_summary(kind, text):
+    """Counts of the delivery lines in a piece of the server's log: sent (and the
+    distinct queue ids among them), deferred, and warnings/errors."""
+    import re
+    if kind == "tern":
+        sent = re.findall(r"event=sent qid=(\S+)", text)
+        deferred = len(re.findall(r"event=deferred ", text))
+        problems = [l for l in text.splitlines() if re.search(r"Z (warn|error) ", l)]
+    else:
+        sent = re.findall(r"\]: ([0-9A-Za-z]+): to=<[^>]*>,.* status=sent ", text)
+        deferred = len(re.findall(r" status=deferred ", text))
+        problems = [l for l in text.splitlines()
+                    if re.search(r"(warning|fatal|panic|error): ", l)]
+    return {"sent": len(sent), "sent_distinct": len(set(sent)), "deferred": deferred,
+            "problems": len(problems), "problem_lines": problems[:5]}
+
+
+def cmd_outrun(args):
+    try:
+        return _outrun(args)
+    finally:
+        for s in list(_LIVE_SINKS):
+            s.stop()
+
+
+def _outrun(args):
+    """One outbound run against one server:
+      1. load: MESSAGES messages of LENGTH bytes, MESSAGES/DOMAINS to each of dN.test, sent
+         with smtp-source into the server's SMTP listener while no sink listens: every
+         delivery attempt is refused and the message is deferred;
+      2. wait until every message is in the queue and deferred (nothing else in it);
+      3. start one smtp-sink per destination, run the flush command (clock starts),
+         and wait until the sinks have received every message and the queue is empty;
+      4. settle, check the counts per sink (nothing lost, nothing duplicated) and the
+         server's log, stop the sinks.
+    Appends one JSON line to args.results."""
+    import shlex
+    n, nd = args.messages, args.domains
+    if n % nd:
+        print("messages must be a multiple of domains", file=sys.stderr)
+        return 2
+    per = n // nd
+    ips = ["127.0.0.%d" % (args.sink_first_ip + i) for i in range(nd)]
+    out = {"server": args.name, "messages": n, "domains": nd, "length": args.length,
+           "round": args.round, "flush_cmd": args.flush_cmd, "ok": False}
+    sinks = None
+    procs = []
+
+    def on_term(signum, _frame):
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+        sys.exit(128 + signum)     # cmd_outrun stops the sinks
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+
+    def finish(msg):
+        out["error"] = msg
+        with open(args.results, "a") as f:
+            f.write(json.dumps(out) + "\n")
+        print("%-8s FAIL: %s" % (args.name, msg))
+        return 1
+
+    for ip in ips:
+        if _port_open(ip, args.sink_port):
+            return finish("something listens on %s:%d before the load" % (ip, args.sink_port))
+    q0 = _queue_files(args.queue_kind, args.queue_dir)
+    if q0[0]:
+        return finish("the queue is not empty before the load: %s" % (q0,))
+
+    # ---- 1. load
+    log0 = _log_size(args.log)
+    t_load = time.monotonic()
+    for i in range(nd):
+        cmd = [args.smtp_source, "-4", "-s", str(args.inject_sessions), "-m", str(per),
+               "-l", str(args.length), "-M", "client.src.test", "-f", "sender@src.test",
+               "-t", "rcpt@d%d.test" % i, "127.0.0.1:%d" % args.port]
+        procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    errs = []
+    for p in procs:
+        try:
+            _o, e = p.communicate(timeout=max(1, t_load + args.timeout - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            _o, e = p.communicate()
+        if p.returncode != 0 or e.strip():
+            errs.append("rc=%s %s" % (p.returncode, e.decode("utf-8", "replace").strip()[-300:]))
+    procs = []
+    out["inject_s"] = round(time.monotonic() - t_load, 2)
+    out["inject_errors"] = errs
+    if any(not e.startswith("rc=0 ") for e in errs):
+        return finish("smtp-source failed: %s" % "; ".join(errs)[:1000])
+
+    # ---- 2. everything queued and deferred
+    last, stable_since = None, time.monotonic()
+    for _ in range(int(args.timeout / 0.2) + 10):
+        q = _queue_files(args.queue_kind, args.queue_dir)
+        if q == (n, n, 0):
+            break
+        if q != last:
+            last, stable_since = q, time.monotonic()
+        # (Postfix moves files between its queue directories while they are walked,
+        # so a file may be counted twice in passing: only a stable state counts.)
+        if time.monotonic() - t_load > args.timeout or time.monotonic() - stable_since > 60:
+            return finish("queue not fully deferred: (queued, deferred, held) = %s, want "
+                          "(%d, %d, 0)" % (q, n, n))
+        time.sleep(0.2)
+    out["load_s"] = round(time.monotonic() - t_load, 2)
+    time.sleep(args.quiet)            # let the load's last work finish
+    log1 = _log_size(args.log)
+    out["load_log"] = _log_summary(args.queue_kind, _log_read(args.log, log0)[:log1 - log0])
+
+    # ---- 3. sinks up, flush, time
+    try:
+        sinks = Sinks(args.smtp_sink, ips, args.sink_port, args.sink_pidfile, args.sink_errors)
+    except RuntimeError as e:
+        return finish(str(e))
+    log1 = _log_size(args.log)
+    cpu0 = tree_cpu_seconds(args.root_pid)
+    scpu0 = sinks.cpu_seconds()
+    steal0 = _steal_seconds()
+    self0 = resource.getrusage(resource.RUSAGE_SELF)
+    sampler = RssSampler(args.root_pid, 0.1)
+    sampler.start()
+    t0 = time.monotonic()
+    fl = subprocess.run(shlex.split(args.flush_cmd), stdout=subprocess.PIPE,
+                        stderr=subprocess.STDOUT, timeout=60)
+    out["flush_s"] = round(time.monotonic() - t0, 3)
+    out["flush_output"] = fl.stdout.decode("utf-8", "replace").strip()[-300:]
+    t_sink = t_done = None
+    deadline = t0 + args.timeout
+    counts = sinks.poll()
+    for _ in range(int(args.timeout / 0.01) + 100):
+        now = time.monotonic()
+        if now > deadline or not sinks.alive():
+            break
+        counts = sinks.poll()
+        if t_sink is None and sum(counts) >= n:
+            t_sink = now
+        if t_sink is not None:
+            if _queue_files(args.queue_kind, args.queue_dir)[0] == 0:
+                t_done = time.monotonic()
+                break
+            time.sleep(0.02)
+        else:
+            time.sleep(0.01)
+    end = t_done or time.monotonic()
+    sampler.stop_event.set()
+    sampler.join(5)
+    cpu = tree_cpu_seconds(args.root_pid) - cpu0
+    scpu = [b - a for a, b in zip(scpu0, sinks.cpu_seconds())]
+    self1 = resource.getrusage(resource.RUSAGE_SELF)
+    steal = _steal_seconds() - steal0
+
+    # ---- 4. settle and check
+    time.sleep(args.settle)
+    final = sinks.poll()
+    qfinal = _queue_files(args.queue_kind, args.queue_dir)
+    sinks_alive = sinks.alive()
+    sessions = sinks.sessions()
+    # The log is read before the sinks go: their closing of idle connections is not
+    # part of the run.
+    out["flush_log"] = _log_summary(args.queue_kind, _log_read(args.log, log1))
+    sinks.stop()
+    sinks = None
+    elapsed = end - t0
+    out.update({
+        "seconds": round(elapsed, 3),
+        "sink_seconds": round((t_sink or end) - t0, 3),
+        "accepted": sum(counts), "accepted_after_settle": sum(final),
+        "per_sink_after_settle": final, "queue_after_settle": list(qfinal),
+        "sink_sessions": sum(sessions),
+        "sinks_alive": sinks_alive,
+        "peak_rss_kib": sampler.peak_kib, "peak_procs": sampler.peak_procs,
+        "peak_pss_kib": sampler.peak_pss_kib,
+        "peak_rss_by_proc": sorted(((v[1], v[0]) for v in sampler.peak_by_proc.values()),
+                                   key=lambda x: -x[1])[:12],
+        "server_cpu_s": round(cpu, 2),
+        "sink_cpu_s": [round(x, 2) for x in scpu],
+        "sink_cpu_max_pct": round(100.0 * max(scpu) / max(0.001, elapsed), 1),
+        "sink_cpu_sum_pct": round(100.0 * sum(scpu) / max(0.001, elapsed), 1),
+        "poller_cpu_s": round(self1.ru_utime + self1.ru_stime
+                              - self0.ru_utime - self0.ru_stime, 2),
+        "steal_s": round(steal, 2), "loadavg_after": _loadavg(),
+    })
+    problems = []
+    if t_done is None:
+        problems.append("not finished within %ds (sinks got %d of %d, queue %s)"
+                        % (args.timeout, sum(counts), n, list(qfinal)))
+    if final != [per] * nd:
+        problems.append("per-sink counts after settle %s, want %d each" % (final, per))
+    if qfinal[0]:
+        problems.append("queue not empty after settle: %s" % (list(qfinal),))
+    if fl.returncode != 0:
+        problems.append("flush command failed: %s" % out["flush_output"])
+    lg = out["flush_log"]
+    if lg["sent"] != n or lg["sent_distinct"] != n:
+        problems.append("log: %d sent lines, %d distinct queue ids, want %d"
+                        % (lg["sent"], lg["sent_distinct"], n))
+    out["problems"] = problems
+    out["ok"] = not problems
+    out["msgs_per_s"] = round(n / elapsed, 1) if t_done else 0.0
+    out["sink_msgs_per_s"] = round(n / out["sink_seconds"], 1) if t_sink else 0.0
+    with open(args.results, "a") as f:
+        f.write(json.dumps(out) + "\n")
+    print("%-8s %s %7.1f msg/s (%.2f s; all at the sinks at %.2f s; flush command %.2f s)  "
+          "load %.1f s  %d connections  peak RSS %.1f MiB over %d procs  CPU %.1f s  sink CPU max %.0f%% "
+          "sum %.0f%%  steal %.1f s  log sent=%d deferred=%d problems=%d" % (
+              args.name, "ok  " if out["ok"] else "FAIL", out["msgs_per_s"], elapsed,
+              out["sink_seconds"], out["flush_s"], out["load_s"], out["sink_sessions"],
+              sampler.peak_kib / 1024,
+              sampler.peak_procs, cpu, out["sink_cpu_max_pct"], out["sink_cpu_sum_pct"],
+              steal, lg["sent"], lg["deferred"], lg["problems"]))
+    for p in problems:
+        print("  problem: " + p)
+    return 0 if out["ok"] else 1
+
+
+def cmd_outreport(args):
+    runs = []
+    with open(args.results) as f:
+        for line in f:
+            runs.append(json.loads(line))
+    names = {"tern": "tern", "postfix": "Postfix"}
+    by = {k: [r for r in runs if r["server"] == k] for k in names}
+    med, cells = {}, {}
+    for k, rs in by.items():
+        good = [r for r in rs if r.get("ok")]
+        if not good:
+            cells[k] = ("no successful run", "-")
+            continue
+        rates = [r["msgs_per_s"] for r in good]
+        med[k] = statistics.median(rates)
+        txt = "%.0f (%.0f-%.0f)" % (med[k], min(rates), max(rates))
+        if len(good) < len(rs):
+            txt += " **%d of %d runs failed**" % (len(rs) - len(good), len(rs))
+        cells[k] = (txt, _peak_cell(good))
+    ratio = "-"
+    if med.get("tern") and med.get("postfix"):
+        ratio = "%.2fx" % (med["tern"] / med["postfix"])
+    r0 = runs[0] if runs else {"messages": 0, "length": 0, "domains": 0}
+    lines = [
+        "| workload | tern msg/s | Postfix msg/s | tern / Postfix | tern peak RSS |"
+        " Postfix peak RSS |", "|---|---:|---:|---:|---:|---:|",
+        "| %d deferred msgs x %d B to %d domains: flush until all at smtp-sink, queue empty"
+        " | %s | %s | %s | %s | %s |" % (
+            r0["messages"], r0["length"], r0["domains"], cells["tern"][0],
+            cells["postfix"][0], ratio, cells["tern"][1], cells["postfix"][1]),
+        "",
+        "msg/s: median over rounds (lowest-highest in parentheses), from the start of the"
+        " flush command until the sinks counted every message and the server's queue was"
+        " empty. Peak RSS: the highest sum of VmRSS over all the server's processes during"
+        " that time, sampled every 0.1 s (lowest per-round peak first).",
+        "",
+        "| server | round | msg/s | s to all at sinks | s to queue empty | flush cmd s |"
+        " server CPU ms/msg | peak PSS | connections | sink CPU max / sum |"
+        " load (inject+defer) s | steal s | ok |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for k in names:
+        for r in by[k]:
+            if "seconds" not in r:
+                lines.append("| %s | %d | - | - | - | - | - | - | - | - | - | - | FAIL: %s |" % (
+                    names[k], r["round"], r.get("error", "?")[:200]))
+                continue
+            lines.append("| %s | %d | %.0f | %.2f | %.2f | %.2f | %.2f | %s | %d |"
+                         " %.0f%% / %.0f%% | %.1f | %.1f | %s |" % (
+                             names[k], r["round"], r["msgs_per_s"], r["sink_seconds"],
+                             r["seconds"], r["flush_s"],
+                             1000.0 * r["server_cpu_s"] / r["messages"],
+                             _mib(r["peak_pss_kib"]), r.get("sink_sessions", -1),
+                             r["sink_cpu_max_pct"],
+                             r["sink_cpu_sum_pct"], r["load_s"], r["steal_s"],
+                             "yes" if r["ok"] else "**no**: " + "; ".join(r["problems"])))
+    goal = "- no verdict: a server had no successful run"
+    if med.get("tern") and med.get("postfix"):
+        x = med["tern"] / med["postfix"]
+        goal = "- tern/Postfix = %.2fx, goal >= 2.0x: **%s**" % (
+            x, "met" if x >= 2.0 else "NOT met")
+    text = "\n".join(lines + ["", "Goal (issue 3):", "", goal]) + "\n"
+    print(text)
+    with open(args.md, "w") as f:
+        f.write(text)
+    return 0
+
+
 # ---------------------------------------------------------------- report
 
 def _mib(kib):
@@ -824,10 +1290,39 @@ def main():
     p = sub.add_parser("report")
     p.add_argument("results")
     p.add_argument("md")
+    p = sub.add_parser("outrun")
+    p.add_argument("--name", required=True)
+    p.add_argument("--root-pid", type=int, required=True)
+    p.add_argument("--port", type=int, required=True, help="the server's SMTP listener")
+    p.add_argument("--queue-kind", choices=("tern", "postfix"), required=True)
+    p.add_argument("--queue-dir", required=True)
+    p.add_argument("--log", required=True, help="the server's log file")
+    p.add_argument("--flush-cmd", required=True)
+    p.add_argument("--messages", type=int, default=5000)
+    p.add_argument("--domains", type=int, default=10)
+    p.add_argument("--length", type=int, default=4096)
+    p.add_argument("--inject-sessions", type=int, default=5, help="per domain")
+    p.add_argument("--sink-port", type=int, required=True)
+    p.add_argument("--sink-first-ip", type=int, default=2, help="dN.test: 127.0.0.(this+N)")
+    p.add_argument("--sink-pidfile", required=True)
+    p.add_argument("--sink-errors", required=True)
+    p.add_argument("--smtp-source", default="/usr/sbin/smtp-source")
+    p.add_argument("--smtp-sink", default="/usr/sbin/smtp-sink")
+    p.add_argument("--timeout", type=float, default=300)
+    p.add_argument("--quiet", type=float, default=2.0)
+    p.add_argument("--settle", type=float, default=6.0,
+                   help="after the run: longer than tern's 5 s and Postfix's 2 s of keeping"
+                   " an idle connection, so that the sinks have seen every session end")
+    p.add_argument("--round", type=int, default=1)
+    p.add_argument("--results", required=True)
+    p = sub.add_parser("outreport")
+    p.add_argument("results")
+    p.add_argument("md")
     args = ap.parse_args()
     fn = {"freeport": cmd_freeport, "wait-port": cmd_wait_port, "rss": cmd_rss, "pids": cmd_pids,
           "dnsquery": cmd_dnsquery, "dnswatch": cmd_dnswatch, "run": cmd_run,
-          "idle": cmd_idle, "report": cmd_report}[args.cmd]
+          "idle": cmd_idle, "report": cmd_report, "outrun": cmd_outrun,
+          "outreport": cmd_outreport}[args.cmd]
     sys.exit(fn(args) or 0)
 
 
