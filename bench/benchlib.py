@@ -147,9 +147,9 @@ def mem_available_kib():
 class RssSampler(threading.Thread):
     """Samples the summed VmRSS of a process tree every `interval` seconds."""
 
-    def __init__(self, root, interval=0.1):
+    def __init__(self, root, interval=0.1, pss_every=5):
         super().__init__(daemon=True)
-        self.root, self.interval = root, interval
+        self.root, self.interval, self.pss_every = root, interval, max(1, pss_every)
         self.stop_event = threading.Event()
         self.peak_kib, self.peak_procs, self.samples = 0, 0, 0
         self.peak_pss_kib = 0
@@ -167,7 +167,7 @@ class RssSampler(threading.Thread):
                 total += r
                 if r > self.peak_by_proc.get(p, (0, ""))[0]:
                     self.peak_by_proc[p] = (r, comm(p))
-            if self.samples % 5 == 0:
+            if self.samples % self.pss_every == 0:
                 self.peak_pss_kib = max(self.peak_pss_kib, sum(pss_kib(p) for p in pids))
             self.samples += 1
             self.peak_kib = max(self.peak_kib, total)
@@ -863,7 +863,8 @@ def _outrun(args):
     per = n // nd
     ips = ["127.0.0.%d" % (args.sink_first_ip + i) for i in range(nd)]
     out = {"server": args.name, "messages": n, "domains": nd, "length": args.length,
-           "round": args.round, "flush_cmd": args.flush_cmd, "ok": False}
+           "round": args.round, "flush_cmd": args.flush_cmd, "ok": False,
+           "sample_interval": args.sample_interval, "pss_every": args.pss_every}
     sinks = None
     procs = []
 
@@ -941,7 +942,7 @@ def _outrun(args):
     scpu0 = sinks.cpu_seconds()
     steal0 = _steal_seconds()
     self0 = resource.getrusage(resource.RUSAGE_SELF)
-    sampler = RssSampler(args.root_pid, 0.1)
+    sampler = RssSampler(args.root_pid, args.sample_interval, args.pss_every)
     sampler.start()
     t0 = time.monotonic()
     fl = subprocess.run(shlex.split(args.flush_cmd), stdout=subprocess.PIPE,
@@ -968,6 +969,9 @@ def _outrun(args):
     end = t_done or time.monotonic()
     sampler.stop_event.set()
     sampler.join(5)
+    # One more PSS look at the end, when Postfix has the most processes.
+    sampler.peak_pss_kib = max(sampler.peak_pss_kib,
+                               sum(pss_kib(p) for p in process_tree(args.root_pid)))
     cpu = tree_cpu_seconds(args.root_pid) - cpu0
     scpu = [b - a for a, b in zip(scpu0, sinks.cpu_seconds())]
     self1 = resource.getrusage(resource.RUSAGE_SELF)
@@ -1071,7 +1075,8 @@ def cmd_outreport(args):
         "msg/s: median over rounds (lowest-highest in parentheses), from the start of the"
         " flush command until the sinks counted every message and the server's queue was"
         " empty. Peak RSS: the highest sum of VmRSS over all the server's processes during"
-        " that time, sampled every 0.1 s (lowest per-round peak first).",
+        " that time, sampled every %.2f s (PSS every %d samples; lowest per-round peak"
+        " first)." % (r0.get("sample_interval", 0.1), r0.get("pss_every", 5)),
         "",
         "| server | round | msg/s | s to all at sinks | s to queue empty | flush cmd s |"
         " server CPU ms/msg | peak PSS | connections | sink CPU max / sum |"
@@ -1310,6 +1315,10 @@ def main():
     p.add_argument("--smtp-sink", default="/usr/sbin/smtp-sink")
     p.add_argument("--timeout", type=float, default=300)
     p.add_argument("--quiet", type=float, default=2.0)
+    p.add_argument("--sample-interval", type=float, default=0.5,
+                   help="RSS sampling; reading /proc for Postfix's 200 processes costs CPU"
+                   " that the servers share, so not too often")
+    p.add_argument("--pss-every", type=int, default=4, help="PSS every Nth RSS sample")
     p.add_argument("--settle", type=float, default=6.0,
                    help="after the run: longer than tern's 5 s and Postfix's 2 s of keeping"
                    " an idle connection, so that the sinks have seen every session end")

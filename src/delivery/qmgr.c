@@ -253,7 +253,12 @@ static void finish_work(void *arg)
 			break;
 		}
 	}
-	if (fdatasync(fd) < 0)
+	int pending = 0;
+	for (int i = 0; i < env->n_rcpts; i++)
+		if (QUEUE_STATUS_IS_PENDING(env->rcpts[i].status))
+			pending++;
+	/* A file about to be removed needs no sync of its status bytes. */
+	if (pending > 0 && fdatasync(fd) < 0)
 		log_warn("delivery", "event=sync_failed qid=%s error=\"%s\"", env->id, strerror(errno));
 	/* The reports are queued before the original goes, so a crash in between repeats
 	 * the attempt rather than losing the report. */
@@ -264,10 +269,6 @@ static void finish_work(void *arg)
 	free(delay);
 	free(ok);
 
-	int pending = 0;
-	for (int i = 0; i < env->n_rcpts; i++)
-		if (QUEUE_STATUS_IS_PENDING(env->rcpts[i].status))
-			pending++;
 	char path[4096];
 	snprintf(path, sizeof(path), "%s/%s", q->set.queue_dir, env->id);
 	if (pending == 0) {
@@ -282,6 +283,10 @@ static void finish_work(void *arg)
 				 strerror(errno));
 		j->next_attempt = next;
 	}
+	/* Closed here, not on the loop: the last close of an unlinked file frees its blocks,
+	 * which can wait on the disk (e.g. with discard). */
+	close(j->pending.fd);
+	j->pending.fd = -1;
 }
 
 static void finish_done(void *arg)

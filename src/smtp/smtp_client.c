@@ -468,8 +468,13 @@ client_fail(struct smtp_client *c, enum client_fail_kind kind, int temporary,
 			snprintf(f->text, sizeof(f->text), "%s", r->text);
 		}
 		char q[1300];
-		client_log(c, LOG_LEVEL_WARN, "event=failed stage=%s temporary=%d why=%s", stage,
-		           temporary, log_quote(q, sizeof(q), f->why, strlen(f->why)));
+		/* Remotes that refuse, time out or close an idle connection are routine for a
+		 * relay (the delivery log says what became of the mail): info, not warn. */
+		enum log_level lvl = strcmp(stage, "connect") == 0 || strcmp(stage, "idle") == 0
+					     ? LOG_LEVEL_INFO
+					     : LOG_LEVEL_WARN;
+		client_log(c, lvl, "event=failed stage=%s temporary=%d why=%s", stage, temporary,
+			   log_quote(q, sizeof(q), f->why, strlen(f->why)));
 	}
 	/* A refusal leaves the connection in step: keep it for QUIT. */
 	int keep =
@@ -1752,7 +1757,7 @@ struct smtp_client *smtp_client_connect(struct event_base *base, const struct so
 	snprintf(c->failure.why, sizeof(c->failure.why), "connect failed: %s", strerror(err));
 	c->failure.temporary = 1;
 	c->failure.stage = "connect";
-	client_log(c, LOG_LEVEL_WARN, "event=failed stage=connect temporary=1 why=\"%s\"",
+	client_log(c, LOG_LEVEL_INFO, "event=failed stage=connect temporary=1 why=\"%s\"",
 	           c->failure.why);
 	c->state = CS_DONE;
 	client_defer(c, DEFER_FAILED, 0);
