@@ -25,6 +25,7 @@ import uuid
 import pytest
 
 import dnsserver
+import ports
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -64,12 +65,7 @@ def wait_for(predicate, timeout, interval=0.05, what="condition"):
 
 
 def free_port(host="127.0.0.1", family=socket.AF_INET):
-    s = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-    finally:
-        s.close()
+    return ports.free_port(host, family)
 
 
 def ipv6_loopback_available():

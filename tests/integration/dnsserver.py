@@ -12,6 +12,8 @@ import subprocess
 import tempfile
 import time
 
+import ports
+
 UNBOUND = "/usr/sbin/unbound"
 UNBOUND_CONTROL = "/usr/sbin/unbound-control"
 
@@ -25,9 +27,7 @@ BASE_RECORDS = [
 
 
 def _free_port(kind=socket.SOCK_DGRAM):
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return ports.free_port("127.0.0.1", socket.AF_INET, kind)
 
 
 class DnsServer:

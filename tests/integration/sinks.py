@@ -11,13 +11,13 @@ import tempfile
 import threading
 import time
 
+import ports
+
 SMTP_SINK = "/usr/sbin/smtp-sink"
 
 
 def free_port_on(host):
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    return ports.free_port(host)
 
 
 def port_free_on(host, port):
