@@ -22,7 +22,7 @@ struct pool_job {
 struct pool {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
-	struct pool_job *todo_head, *todo_tail; /* waiting for a thread */
+	struct pool_job *waiting_head, *waiting_tail; /* waiting for a thread */
 	struct pool_job *done_head, *done_tail; /* waiting for the loop */
 	int stopping;
 	int pending;
@@ -37,14 +37,14 @@ static void *pool_thread(void *p)
 	struct pool *pool = p;
 	pthread_mutex_lock(&pool->lock);
 	for (;;) {
-		while (pool->todo_head == NULL && !pool->stopping)
+		while (pool->waiting_head == NULL && !pool->stopping)
 			pthread_cond_wait(&pool->cond, &pool->lock);
-		if (pool->todo_head == NULL && pool->stopping)
+		if (pool->waiting_head == NULL && pool->stopping)
 			break;
-		struct pool_job *job = pool->todo_head;
-		pool->todo_head = job->next;
-		if (pool->todo_head == NULL)
-			pool->todo_tail = NULL;
+		struct pool_job *job = pool->waiting_head;
+		pool->waiting_head = job->next;
+		if (pool->waiting_head == NULL)
+			pool->waiting_tail = NULL;
 		pthread_mutex_unlock(&pool->lock);
 
 		job->work(job->arg);
@@ -155,11 +155,11 @@ int pool_submit(struct pool *pool, pool_work_fn *work, pool_done_fn *done, void 
 	job->done = done;
 	job->arg = arg;
 	pthread_mutex_lock(&pool->lock);
-	if (pool->todo_tail)
-		pool->todo_tail->next = job;
+	if (pool->waiting_tail)
+		pool->waiting_tail->next = job;
 	else
-		pool->todo_head = job;
-	pool->todo_tail = job;
+		pool->waiting_head = job;
+	pool->waiting_tail = job;
 	pool->pending++;
 	pthread_cond_signal(&pool->cond);
 	pthread_mutex_unlock(&pool->lock);
