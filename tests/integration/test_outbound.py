@@ -23,6 +23,11 @@ def delivery_port(*hosts):
     raise RuntimeError("no common free port")
 
 
+def one_mx(t, dom, ip):
+    """DNS for dom: a single MX, mx.DOM, at ip."""
+    t.dns.add("%s. MX 10 mx.%s." % (dom, dom), "mx.%s. A %s" % (dom, ip))
+
+
 def outbound(make_tern, port, **delivery):
     opts = {"port": str(port), "retry_schedule": "1s", "connect_timeout": "3s",
             "command_timeout": "5s"}
@@ -119,7 +124,7 @@ def test_tempfail_then_success_on_retry(make_tern):
     dom = uniq("retry") + ".test"
     port = delivery_port("127.0.0.4")
     t = outbound(make_tern, port)
-    t.dns.add("%s. MX 10 mx.%s." % (dom, dom), "mx.%s. A 127.0.0.4" % dom)
+    one_mx(t, dom, "127.0.0.4")
     sink = SmtpSink("127.0.0.4", port, ["-r", "RCPT"])
     try:
         msg = submit(t, "later@" + dom)
@@ -139,7 +144,7 @@ def test_permanent_failure_bounces_to_sender(make_tern):
     dom = uniq("hard") + ".test"
     port = delivery_port("127.0.0.5")
     t = outbound(make_tern, port)
-    t.dns.add("%s. MX 10 mx.%s." % (dom, dom), "mx.%s. A 127.0.0.5" % dom)
+    one_mx(t, dom, "127.0.0.5")
     sink = SmtpSink("127.0.0.5", port, ["-f", "RCPT"])
     try:
         subject = uniq("bounce-me")
@@ -212,7 +217,7 @@ def test_null_sender_failure_goes_to_postmaster(make_tern):
     t = outbound(make_tern, port, queue_lifetime="1h")
     t.add_domain("relay.test")
     t.add_alias("fwd@relay.test", "x@" + dom)
-    t.dns.add("%s. MX 10 mx.%s." % (dom, dom), "mx.%s. A 127.0.0.5" % dom)
+    one_mx(t, dom, "127.0.0.5")
     sink = SmtpSink("127.0.0.5", port, ["-f", "RCPT"])
     try:
         # A bounce-like message from <> forwarded through an alias to a remote 5xx.
@@ -303,7 +308,7 @@ def test_misbehaving_remote_is_a_temporary_failure(make_tern, mode):
     bad = BadServer("127.0.0.7", port, mode)
     try:
         t = outbound(make_tern, port, connect_timeout="2s", command_timeout="2s")
-        t.dns.add("%s. MX 10 mx.%s." % (dom, dom), "mx.%s. A 127.0.0.7" % dom)
+        one_mx(t, dom, "127.0.0.7")
         submit(t, "x@" + dom)
         ev = wait_for(lambda: t.events("deferred"), T(30), what="a deferred attempt")
         assert ev[0]["status"].startswith("4"), ev
@@ -323,7 +328,7 @@ def test_kill_delivery_worker_mid_transfer(make_tern):
     try:
         t = outbound(make_tern, port)
         t.allow_worker_exits = True
-        t.dns.add("%s. MX 10 mx.%s." % (dom, dom), "mx.%s. A 127.0.0.8" % dom)
+        one_mx(t, dom, "127.0.0.8")
         msgs = [make_message(sender=DEMO, subject=uniq("k%d" % i)) for i in range(12)]
         with t.smtp("submission", login=DEMO) as c:
             for i, m in enumerate(msgs):
@@ -347,7 +352,7 @@ def test_restart_with_full_queue(make_tern):
     dom = uniq("later") + ".test"
     port = delivery_port("127.0.0.9")
     t = outbound(make_tern, port)
-    t.dns.add("%s. MX 10 mx.%s." % (dom, dom), "mx.%s. A 127.0.0.9" % dom)
+    one_mx(t, dom, "127.0.0.9")
     msgs = [submit(t, "r%d@%s" % (i, dom)) for i in range(20)]
     wait_for(lambda: len(t.events("deferred")) >= 20, T(30), what="20 deferred attempts")
     assert t.stop() == 0
@@ -395,7 +400,7 @@ def test_connection_reused_for_the_next_message(make_tern):
     sink = SmtpSink("127.0.0.10", port)
     try:
         t = outbound(make_tern, port)
-        t.dns.add("%s. MX 10 mx.%s." % (dom, dom), "mx.%s. A 127.0.0.10" % dom)
+        one_mx(t, dom, "127.0.0.10")
         first = submit(t, "a@" + dom)
         wait_for(lambda: sink.find(message_id_of(first)), T(20), what="the first message")
         # Within the idle time, the next messages take the same connection.
@@ -450,7 +455,7 @@ def test_delivery_to_a_real_postfix(make_tern):
     pf = PostfixServer("127.0.0.1", port, dom, ["alice"])
     try:
         t = outbound(make_tern, port)
-        t.dns.add("%s. MX 10 mx.%s." % (dom, dom), "mx.%s. A 127.0.0.1" % dom)
+        one_mx(t, dom, "127.0.0.1")
         body = "first line\r\n.a line that starts with a dot\r\n..two dots\r\nlast\r\n"
         msg = make_message(sender=DEMO, to="alice@" + dom, subject=uniq("to-postfix"),
                            body=body)
