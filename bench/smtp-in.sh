@@ -36,62 +36,13 @@ ROUNDS=${ROUNDS:-5}
 IDLE_CONNS=${IDLE_CONNS:-10000}
 OUT_MD=${OUT_MD:-$HERE/results/smtp-in.md}
 KEEP_WORK=${KEEP_WORK:-0}
-SMTP_SOURCE=/usr/sbin/smtp-source
 
-say() { printf '== %s\n' "$*"; }
-die() { printf 'smtp-in.sh: %s\n' "$*" >&2; exit 1; }
-
-port25_listeners() { ss -Hltn 'sport = :25' 2>/dev/null || true; }
-
-# ------------------------------------------------------------------ dependencies
-install_deps() {
-	local need=()
-	[ -x /usr/sbin/postfix ] && [ -x "$SMTP_SOURCE" ] || need+=(postfix)
-	[ -x /usr/sbin/unbound ] || need+=(unbound)
-	[ -x "$PY" ] || need+=(python3)
-	command -v ss >/dev/null || need+=(iproute2)
-	[ ${#need[@]} -eq 0 ] && return 0
-	[ "$(id -u)" -eq 0 ] || die "missing packages (${need[*]}); run as root to install them"
-	say "installing ${need[*]}"
-	DEBIAN_FRONTEND=noninteractive apt-get install -y "${need[@]}" >/dev/null ||
-		{ apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y "${need[@]}" >/dev/null; } ||
-		die "apt-get install ${need[*]} failed"
-	# Packages may start their system service on installation (policy permitting).
-	local pkg
-	for pkg in postfix unbound; do
-		command -v invoke-rc.d >/dev/null && invoke-rc.d "$pkg" stop >/dev/null 2>&1 || true
-	done
-}
-
-# The Debian packages may start system daemons: the default Postfix instance (port 25)
-# and unbound (port 53).  Stop them; this benchmark runs its own instances only.
-stop_system_daemons() {
-	if /usr/sbin/postfix status >/dev/null 2>&1; then
-		say "stopping the system Postfix instance (default config_directory)"
-		/usr/sbin/postfix stop >/dev/null 2>&1 || true
-	fi
-	if command -v systemctl >/dev/null && systemctl is-active --quiet unbound 2>/dev/null; then
-		say "stopping the system unbound service"
-		systemctl stop unbound || true
-	fi
-	local i
-	for i in $(seq 1 50); do
-		[ -z "$(port25_listeners)" ] && break
-		sleep 0.2
-	done
-	[ -z "$(port25_listeners)" ] || die "something listens on port 25: $(port25_listeners)"
-}
+BENCH=smtp-in.sh
+# shellcheck source=bench/common.sh
+. "$HERE/common.sh"
 
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
-install_deps
-stop_system_daemons
-[ "$(id -u)" -eq 0 ] || die "run as root (Postfix needs root to start; tern drops to user tern)"
-if [ ! -x "$TERN" ]; then
-	say "building $TERN"
-	make -C "$ROOT" build/tern >/dev/null
-fi
-[ -x "$TERN" ] || die "no tern binary at $TERN"
-id postfix >/dev/null 2>&1 || die "user postfix missing (Debian's postfix package creates it)"
+bench_prepare
 
 # Clients and servers get room for 10,000+ descriptors (tern raises its soft limit to
 # the hard one itself; Postfix's anvil and master inherit this one).

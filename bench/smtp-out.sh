@@ -44,68 +44,20 @@ ROUNDS=${ROUNDS:-3}
 WARMUP=${WARMUP:-500}
 OUT_MD=${OUT_MD:-$HERE/results/smtp-out.md}
 KEEP_WORK=${KEEP_WORK:-0}
-SMTP_SOURCE=/usr/sbin/smtp-source
-SMTP_SINK=/usr/sbin/smtp-sink
 FIRST_IP=2          # dN.test -> 127.0.0.(FIRST_IP + N)
 
-say() { printf '== %s\n' "$*"; }
-die() { printf 'smtp-out.sh: %s\n' "$*" >&2; exit 1; }
-
-port25_listeners() { ss -Hltn 'sport = :25' 2>/dev/null || true; }
+BENCH=smtp-out.sh
+# shellcheck source=bench/common.sh
+. "$HERE/common.sh"
 
 [ "$DOMAINS" -ge 1 ] && [ "$DOMAINS" -le 50 ] || die "DOMAINS must be 1..50"
 [ $((MESSAGES % DOMAINS)) -eq 0 ] || die "MESSAGES must be a multiple of DOMAINS"
 [ "$WARMUP" -eq 0 ] || [ $((WARMUP % DOMAINS)) -eq 0 ] || die "WARMUP must be a multiple of DOMAINS"
 
-# ------------------------------------------------------------------ dependencies
-install_deps() {
-	local need=()
-	[ -x /usr/sbin/postfix ] && [ -x "$SMTP_SOURCE" ] && [ -x "$SMTP_SINK" ] || need+=(postfix)
-	[ -x /usr/sbin/unbound ] || need+=(unbound)
-	[ -x "$PY" ] || need+=(python3)
-	command -v ss >/dev/null || need+=(iproute2)
-	[ ${#need[@]} -eq 0 ] && return 0
-	[ "$(id -u)" -eq 0 ] || die "missing packages (${need[*]}); run as root to install them"
-	say "installing ${need[*]}"
-	DEBIAN_FRONTEND=noninteractive apt-get install -y "${need[@]}" >/dev/null ||
-		{ apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y "${need[@]}" >/dev/null; } ||
-		die "apt-get install ${need[*]} failed"
-	local pkg
-	for pkg in postfix unbound; do
-		command -v invoke-rc.d >/dev/null && invoke-rc.d "$pkg" stop >/dev/null 2>&1 || true
-	done
-}
-
-# The Debian packages may start system daemons (Postfix on port 25, unbound on 53).
-stop_system_daemons() {
-	if /usr/sbin/postfix status >/dev/null 2>&1; then
-		say "stopping the system Postfix instance (default config_directory)"
-		/usr/sbin/postfix stop >/dev/null 2>&1 || true
-	fi
-	if command -v systemctl >/dev/null && systemctl is-active --quiet unbound 2>/dev/null; then
-		say "stopping the system unbound service"
-		systemctl stop unbound || true
-	fi
-	local i
-	for i in $(seq 1 50); do
-		[ -z "$(port25_listeners)" ] && break
-		sleep 0.2
-	done
-	[ -z "$(port25_listeners)" ] || die "something listens on port 25: $(port25_listeners)"
-}
-
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
-install_deps
-stop_system_daemons
-[ "$(id -u)" -eq 0 ] || die "run as root (Postfix needs root to start; tern drops to user tern)"
-if [ ! -x "$TERN" ]; then
-	say "building $TERN"
-	make -C "$ROOT" build/tern >/dev/null
-fi
-[ -x "$TERN" ] || die "no tern binary at $TERN"
+bench_prepare
 "$TERN" config reference 2>/dev/null | grep -c '^| `retry_schedule`' >/dev/null ||
 	die "this tern has no outbound delivery ([delivery] retry_schedule missing)"
-id postfix >/dev/null 2>&1 || die "user postfix missing (Debian's postfix package creates it)"
 id nobody >/dev/null 2>&1 || die "user nobody missing (smtp-sink runs as nobody)"
 
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
