@@ -2,7 +2,7 @@
 #include "smtp/smtp_private.h"
 
 #include "auth/sasl.h"
-#include "base/counter.h"
+#include "auth/throttle.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -10,37 +10,16 @@
 
 static int auth_throttled(struct smtp_session *s, const char *user)
 {
-	struct smtp_server *srv = s->srv;
-	char key[COUNTER_KEY_MAX];
-	time_t now = time(NULL);
-	snprintf(key, sizeof(key), "ip:%s", s->addr);
-	if (counter_get(srv->auth_failures, key, now, srv->set.auth_failure_window) >=
-	    srv->set.auth_max_failures)
-		return 1;
-	if (user != NULL) {
-		snprintf(key, sizeof(key), "user:%s", user);
-		for (char *p = key; *p; p++)
-			if (*p >= 'A' && *p <= 'Z')
-				*p = (char)(*p - 'A' + 'a');
-		if (counter_get(srv->auth_failures, key, now, srv->set.auth_failure_window) >=
-		    srv->set.auth_max_failures)
-			return 1;
-	}
-	return 0;
+	struct auth_throttle t = { s->srv->auth_failures, s->srv->set.auth_max_failures,
+				   s->srv->set.auth_failure_window };
+	return auth_throttle_blocked(&t, s->addr, user);
 }
 
 static void auth_record_failure(struct smtp_session *s, const char *user)
 {
-	struct smtp_server *srv = s->srv;
-	char key[COUNTER_KEY_MAX];
-	time_t now = time(NULL);
-	snprintf(key, sizeof(key), "ip:%s", s->addr);
-	counter_add(srv->auth_failures, key, 1, now, srv->set.auth_failure_window);
-	snprintf(key, sizeof(key), "user:%s", user);
-	for (char *p = key; *p; p++)
-		if (*p >= 'A' && *p <= 'Z')
-			*p = (char)(*p - 'A' + 'a');
-	counter_add(srv->auth_failures, key, 1, now, srv->set.auth_failure_window);
+	struct auth_throttle t = { s->srv->auth_failures, s->srv->set.auth_max_failures,
+				   s->srv->set.auth_failure_window };
+	auth_throttle_failed(&t, s->addr, user);
 }
 
 static void auth_start(struct smtp_session *s, const char *authzid, const char *user,
