@@ -3,8 +3,8 @@
 # Quiet when everything is present; run as root (or with sudo) on a bare machine.
 PKGS="make gcc clang pkg-config libevent-dev libssl-dev libunbound-dev libsqlite3-dev
 libcrypt-dev libinih-dev libcmocka-dev libclang-rt-14-dev openssl sqlite3 unbound swaks curl
-python3 python3-pytest procps iproute2 passwd fetchmail mutt"
-# fetchmail (POP3) and mutt (IMAP) are real mailbox clients in the integration tests.
+python3 python3-pytest procps iproute2 passwd fetchmail"
+# fetchmail is a real POP3 and IMAP client in the integration tests.
 # postfix: its smtp-sink is a remote server in the outbound tests, and Postfix itself is
 # the peer in bench/.  The package must not leave a system MTA running on port 25.
 PKGS="$PKGS postfix"
