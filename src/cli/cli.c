@@ -15,6 +15,7 @@ void cli_usage(FILE *out)
 {
 	cli_directory_usage(out, NULL);
 	fprintf(out,
+		"  reindex ADDRESS                    rebuild a mailbox index from the Maildir files\n"
 		"  queue list                         show queued messages and their recipients\n"
 		"  queue show ID                      one message: envelope and header\n"
 		"  queue stats                        counts by destination and age\n"
@@ -34,7 +35,7 @@ static void cli_usage_full(FILE *out)
 	fprintf(out, "\n"
 		     "  -c FILE   configuration file (default " CONFIG_DEFAULT_PATH ")\n"
 		     "  --dev     development defaults: data in ./var, listeners on 127.0.0.1\n"
-		     "            ports 2525, 2587 and 2465\n");
+		     "            ports 2525, 2587, 2465 (SMTP), 2143, 2993 (IMAP), 2110, 2995 (POP3)\n");
 }
 
 static int cli_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -109,5 +110,7 @@ int cli_run(const char *config_path, int dev, int argc, char **argv)
 	}
 	if (strcmp(cmd, "config") == 0)
 		return cli_config(argc, argv);
+	if (strcmp(cmd, "reindex") == 0)
+		return cli_reindex(config_path, dev, argc, argv);
 	return cli_usage_error("unknown command '%s'", cmd);
 }

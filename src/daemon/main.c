@@ -14,7 +14,8 @@ static void usage(FILE *out)
 		     "  serve                              run the mail server in the foreground\n");
 	cli_usage(out);
 	fprintf(out, "\n  -c FILE    configuration file (default %s)\n"
-		     "  --dev      development defaults: data in ./var, loopback ports 2525/2587/2465\n",
+		     "  --dev      development defaults: data in ./var, loopback ports 2525/2587/2465 (SMTP),\n"
+		     "             2143/2993 (IMAP), 2110/2995 (POP3)\n",
 		CONFIG_DEFAULT_PATH);
 }
 

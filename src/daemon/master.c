@@ -473,20 +473,27 @@ static const char *listener_host(const struct config_listener *l, char *host, si
 static void print_settings(struct master *m, const char *password, int selfsigned)
 {
 	printf("\ntern is running%s. Mail client settings:\n\n", m->dev ? " (development mode)" : "");
-	printf("  %-22s %-6s %-16s %-16s %s\n", "Server", "Port", "Encryption", "Authentication",
-	       "Username");
+	printf("  %-10s %-22s %-6s %-16s %-16s %s\n", "Protocol", "Server", "Port", "Encryption",
+	       "Authentication", "Username");
 	for (int i = 0; i < m->cfg->n_listeners; i++) {
 		const struct config_listener *l = &m->cfg->listeners[i];
 		char hostbuf[256];
 		int port = 0;
 		const char *host = listener_host(l, hostbuf, sizeof(hostbuf), &port);
-		if (l->protocol == LISTENER_SMTP)
-			continue;
-		printf("  %-22s %-6d %-16s %-16s %s\n", host, port,
-		       l->protocol == LISTENER_SUBMISSION ? "STARTTLS" : "SSL/TLS", "Normal password",
+		const char *what = "SMTP", *tls = "SSL/TLS";
+		switch (l->protocol) {
+		case LISTENER_SMTP: continue;
+		case LISTENER_SUBMISSION: tls = "STARTTLS"; break;
+		case LISTENER_SUBMISSIONS: break;
+		case LISTENER_IMAP: what = "IMAP"; tls = "STARTTLS"; break;
+		case LISTENER_IMAPS: what = "IMAP"; break;
+		case LISTENER_POP3: what = "POP3"; tls = "STARTTLS"; break;
+		case LISTENER_POP3S: what = "POP3"; break;
+		}
+		printf("  %-10s %-22s %-6d %-16s %-16s %s\n", what, host, port, tls, "Normal password",
 		       m->dev ? DEV_USER : "your full email address");
 	}
-	printf("\n  (outgoing mail, SMTP; incoming IMAP/POP3 are not available yet)\n");
+	printf("\n  (SMTP sends mail; IMAP or POP3 reads it)\n");
 	if (password[0] != '\0')
 		printf("\n  Password for %s: %s\n  (shown only now; change it with: tern --dev user "
 		       "passwd %s)\n", DEV_USER, password, DEV_USER);

@@ -1,5 +1,6 @@
-/* A session worker: one libevent loop serving the SMTP listeners, with the policy
- * callbacks that connect the SMTP engine to the directory, passwords and the queue. */
+/* A session worker: one libevent loop serving the SMTP, IMAP and POP3 listeners, with
+ * the policy callbacks that connect the engines to the directory, passwords and the
+ * queue. */
 #include "daemon/worker.h"
 
 #include "auth/password.h"
@@ -7,6 +8,8 @@
 #include "base/privs.h"
 #include "directory/directory.h"
 #include "event/pool.h"
+#include "imap/imap_server.h"
+#include "pop3/pop3_server.h"
 #include "queue/queue_file.h"
 #include "smtp/smtp_server.h"
 
@@ -30,7 +33,11 @@ struct session_worker {
 	struct pool *pool;
 	struct directory *dir;
 	struct smtp_server *smtp;
+	struct imap_server *imap;
+	struct pop3_server *pop3;
+	int draining_servers;          /* engines still draining */
 	char queue_dir[4096];
+	char mail_root[4096];
 	struct event *ev_term, *ev_int, *ev_usr2, *ev_drain_timeout;
 	int draining; /* 1 graceful (reload), 2 shutdown */
 };
@@ -159,6 +166,73 @@ fail:
 	exit(1);
 }
 
+/* IMAP and POP3 logins: the login name is the account's address; the mail store is
+ * MAIL_ROOT/DOMAIN/LOCAL of its lower-cased form, as local delivery writes it. */
+struct login_job {
+	void (*done)(void *session, int ok, const char *domain, const char *user);
+	void *session;
+	char password[256];
+	char hash[512];
+	char account[512];
+	int have_hash;
+	int ok;
+};
+
+static void login_job_work(void *arg)
+{
+	struct login_job *j = arg;
+	if (j->have_hash)
+		j->ok = password_verify(j->password, j->hash) == 1;
+	else
+		password_dummy_verify(j->password); /* same cost for unknown users */
+	explicit_bzero(j->password, sizeof(j->password));
+}
+
+static void login_job_done(void *arg)
+{
+	struct login_job *j = arg;
+	char *at = strrchr(j->account, '@');
+	if (j->ok && at != NULL) {
+		*at = '\0';
+		j->done(j->session, 1, at + 1, j->account);
+	} else {
+		j->done(j->session, j->ok < 0 ? -1 : 0, NULL, NULL);
+	}
+	explicit_bzero(j, sizeof(*j));
+	free(j);
+}
+
+static void cb_login(void *ctx, const char *user, const char *password,
+		     void (*done)(void *session, int ok, const char *domain, const char *user),
+		     void *session)
+{
+	struct session_worker *w = ctx;
+	struct login_job *j = calloc(1, sizeof(*j));
+	if (j == NULL)
+		goto fail;
+	j->done = done;
+	j->session = session;
+	snprintf(j->password, sizeof(j->password), "%s", password);
+	snprintf(j->account, sizeof(j->account), "%s", user);
+	for (char *p = j->account; *p; p++)
+		if (*p >= 'A' && *p <= 'Z')
+			*p = (char)(*p - 'A' + 'a');
+	int r = strchr(j->account, '@') != NULL
+			? directory_account_hash(w->dir, j->account, j->hash, sizeof(j->hash))
+			: 0;
+	j->have_hash = r == 1;
+	if (r < 0)
+		j->ok = -1;
+	if (pool_submit(w->pool, login_job_work, login_job_done, j) == 0)
+		return;
+	explicit_bzero(j, sizeof(*j));
+	free(j);
+fail:
+	/* The engine expects the answer later, never from inside this call. */
+	log_error("worker", "event=auth_error error=\"cannot queue the password check\"");
+	exit(1);
+}
+
 static void *cb_msg_begin(void *ctx, const struct smtp_envelope *env, char id_r[32],
 			  const char **error_r)
 {
@@ -254,10 +328,18 @@ static void cb_msg_abort(void *ctx, void *msg)
 
 /* ---- lifecycle ------------------------------------------------------------------------ */
 
+/* Each engine reports once it has no session left; the loop ends with the last. */
 static void on_drained(void *arg)
 {
 	struct session_worker *w = arg;
-	event_base_loopexit(w->base, NULL);
+	if (--w->draining_servers <= 0)
+		event_base_loopexit(w->base, NULL);
+}
+
+static int sessions(const struct session_worker *w)
+{
+	return smtp_server_session_count(w->smtp) + imap_server_session_count(w->imap) +
+	       pop3_server_session_count(w->pop3);
 }
 
 static void drain(struct session_worker *w, int graceful);
@@ -269,7 +351,7 @@ static void on_drain_timeout(evutil_socket_t fd, short what, void *arg)
 		drain(w, 0);
 		return;
 	}
-	log_warn("worker", "event=drain_timeout sessions=%d", smtp_server_session_count(w->smtp));
+	log_warn("worker", "event=drain_timeout sessions=%d", sessions(w));
 	event_base_loopexit(w->base, NULL);
 }
 
@@ -280,12 +362,16 @@ static void drain(struct session_worker *w, int graceful)
 		return;
 	w->draining = mode;
 	log_info("worker", "event=draining mode=%s sessions=%d", graceful ? "graceful" : "shutdown",
-		 smtp_server_session_count(w->smtp));
+		 sessions(w));
 	struct timeval tv = { graceful ? WORKER_GRACEFUL_SECONDS : WORKER_DRAIN_SECONDS, 0 };
 	if (w->ev_drain_timeout == NULL)
 		w->ev_drain_timeout = evtimer_new(w->base, on_drain_timeout, w);
 	evtimer_add(w->ev_drain_timeout, &tv);
+	/* A second call (reload, then shutdown) re-arms all three. */
+	w->draining_servers = 3;
 	smtp_server_drain(w->smtp, graceful, on_drained, w);
+	imap_server_drain(w->imap, graceful, on_drained, w);
+	pop3_server_drain(w->pop3, graceful, on_drained, w);
 }
 
 /* SIGTERM: shut down.  SIGUSR2 (from the master on reload): stop accepting and let the
@@ -304,6 +390,7 @@ int session_worker_run(const struct tern_config *cfg, SSL_CTX *ssl_ctx,
 	memset(&w, 0, sizeof(w));
 	w.cfg = cfg;
 	snprintf(w.queue_dir, sizeof(w.queue_dir), "%s/queue", cfg->data_dir);
+	snprintf(w.mail_root, sizeof(w.mail_root), "%s/mail", cfg->data_dir);
 	w.base = event_base_new();
 	if (w.base == NULL)
 		log_fatal("worker", "event=start_failed error=\"cannot create the event loop\"");
@@ -340,14 +427,55 @@ int session_worker_run(const struct tern_config *cfg, SSL_CTX *ssl_ctx,
 	w.smtp = smtp_server_new(w.base, &set, ssl_ctx, &cb);
 	if (w.smtp == NULL)
 		log_fatal("worker", "event=start_failed error=\"out of memory\"");
+	struct imap_settings iset = {
+		.hostname = cfg->hostname,
+		.mail_root = w.mail_root,
+		.max_connections = cfg->mailbox_max_connections,
+		.max_connections_per_ip = cfg->mailbox_max_connections_per_ip,
+		.timeout = cfg->imap_timeout,
+		.idle_timeout = cfg->imap_idle_timeout,
+		.max_message_size = cfg->max_message_size,
+		.auth_plaintext_loopback = cfg->auth_plaintext_loopback,
+		.auth_max_failures = cfg->auth_max_failures,
+		.auth_failure_window = cfg->auth_failure_window,
+		.auth_failures = auth_failures,
+	};
+	struct imap_callbacks icb = { .ctx = &w, .login = cb_login };
+	w.imap = imap_server_new(w.base, w.pool, &iset, ssl_ctx, &icb);
+	struct pop3_settings pset = {
+		.hostname = cfg->hostname,
+		.mail_root = w.mail_root,
+		.max_connections = cfg->mailbox_max_connections,
+		.max_connections_per_ip = cfg->mailbox_max_connections_per_ip,
+		.timeout = cfg->pop3_timeout,
+		.auth_plaintext_loopback = cfg->auth_plaintext_loopback,
+		.auth_max_failures = cfg->auth_max_failures,
+		.auth_failure_window = cfg->auth_failure_window,
+		.auth_failures = auth_failures,
+	};
+	struct pop3_callbacks pcb = { .ctx = &w, .login = cb_login };
+	w.pop3 = pop3_server_new(w.base, w.pool, &pset, ssl_ctx, &pcb);
+	if (w.imap == NULL || w.pop3 == NULL)
+		log_fatal("worker", "event=start_failed error=\"out of memory\"");
 	for (int i = 0; i < n_listeners; i++) {
-		enum smtp_role role = listeners[i].protocol == LISTENER_SMTP ? SMTP_ROLE_MX
-				      : listeners[i].protocol == LISTENER_SUBMISSION
-					      ? SMTP_ROLE_SUBMISSION
-					      : SMTP_ROLE_SUBMISSIONS;
-		if (smtp_server_listen(w.smtp, listeners[i].fd, role, listeners[i].name) < 0)
-			log_fatal("worker", "event=start_failed error=\"cannot listen on %s\"",
-				  listeners[i].name);
+		const struct worker_listener *l = &listeners[i];
+		int r;
+		switch (l->protocol) {
+		case LISTENER_SMTP: r = smtp_server_listen(w.smtp, l->fd, SMTP_ROLE_MX, l->name); break;
+		case LISTENER_SUBMISSION:
+			r = smtp_server_listen(w.smtp, l->fd, SMTP_ROLE_SUBMISSION, l->name);
+			break;
+		case LISTENER_SUBMISSIONS:
+			r = smtp_server_listen(w.smtp, l->fd, SMTP_ROLE_SUBMISSIONS, l->name);
+			break;
+		case LISTENER_IMAP: r = imap_server_listen(w.imap, l->fd, 0, l->name); break;
+		case LISTENER_IMAPS: r = imap_server_listen(w.imap, l->fd, 1, l->name); break;
+		case LISTENER_POP3: r = pop3_server_listen(w.pop3, l->fd, 0, l->name); break;
+		case LISTENER_POP3S: r = pop3_server_listen(w.pop3, l->fd, 1, l->name); break;
+		default: r = -1; break;
+		}
+		if (r < 0)
+			log_fatal("worker", "event=start_failed error=\"cannot listen on %s\"", l->name);
 	}
 	w.ev_term = evsignal_new(w.base, SIGTERM, on_signal, &w);
 	w.ev_int = evsignal_new(w.base, SIGINT, on_signal, &w);
@@ -361,6 +489,8 @@ int session_worker_run(const struct tern_config *cfg, SSL_CTX *ssl_ctx,
 	/* Jobs still running (a commit) finish before we go: a 250 may depend on them. */
 	pool_free(&w.pool);
 	smtp_server_free(&w.smtp);
+	imap_server_free(&w.imap);
+	pop3_server_free(&w.pop3);
 	directory_close(&w.dir);
 	log_info("worker", "event=exit");
 	return 0;

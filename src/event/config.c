@@ -65,6 +65,18 @@ static const struct option options[] = {
 	  "The window for `auth_max_failures`." },
 	{ "smtp", "trusted_networks", OPT_STRING, F(trusted_networks), 0, 0, "", NULL,
 	  "Space-separated networks (CIDR) whose clients may relay on the smtp role without AUTH." },
+	{ "mailbox", "max_connections", OPT_INT, F(mailbox_max_connections), 1, 1000000, "20000", NULL,
+	  "Concurrent IMAP and POP3 connections per worker; more are refused and closed." },
+	{ "mailbox", "max_connections_per_ip", OPT_INT, F(mailbox_max_connections_per_ip), 1, 1000000,
+	  "50", NULL,
+	  "Concurrent IMAP and POP3 connections from one IP address (per worker): a household "
+	  "behind one NAT runs several clients with several connections each." },
+	{ "mailbox", "imap_timeout", OPT_SECONDS, F(imap_timeout), 60, 86400, "30m", NULL,
+	  "Idle time allowed between IMAP commands (RFC 9051 5.4: at least 30 minutes)." },
+	{ "mailbox", "imap_idle_timeout", OPT_SECONDS, F(imap_idle_timeout), 60, 86400, "29m", NULL,
+	  "How long one IDLE may last; clients renew it before this." },
+	{ "mailbox", "pop3_timeout", OPT_SECONDS, F(pop3_timeout), 60, 86400, "10m", NULL,
+	  "Idle time allowed between POP3 commands (RFC 1939 3: at least 10 minutes)." },
 	{ "delivery", "resolver", OPT_STRING, F(resolver), 0, 0, "", NULL,
 	  "DNS server for outbound delivery as `ADDR@PORT` (e.g. `127.0.0.1@53`); empty: "
 	  "the servers in /etc/resolv.conf." },
@@ -107,7 +119,8 @@ static const struct {
 	const char *doc;
 } listener_keys[] = {
 	{ "protocol", "`smtp` (port 25, mail from other servers), `submission` (587, STARTTLS "
-		      "then AUTH) or `submissions` (465, TLS from the first byte)." },
+		      "then AUTH), `submissions` (465, TLS from the first byte), `imap` (143, "
+		      "STARTTLS), `imaps` (993, TLS), `pop3` (110, STLS) or `pop3s` (995, TLS)." },
 	{ "address", "`HOST:PORT` to listen on; IPv6 as `[::1]:PORT`." },
 };
 
@@ -254,6 +267,14 @@ static int parse_protocol(const char *v, enum listener_protocol *p)
 		*p = LISTENER_SUBMISSION;
 	else if (strcmp(v, "submissions") == 0)
 		*p = LISTENER_SUBMISSIONS;
+	else if (strcmp(v, "imap") == 0)
+		*p = LISTENER_IMAP;
+	else if (strcmp(v, "imaps") == 0)
+		*p = LISTENER_IMAPS;
+	else if (strcmp(v, "pop3") == 0)
+		*p = LISTENER_POP3;
+	else if (strcmp(v, "pop3s") == 0)
+		*p = LISTENER_POP3S;
 	else
 		return -1;
 	return 0;
@@ -342,7 +363,7 @@ static int config_ini_handler(void *user, const char *section, const char *name,
 			if (parse_protocol(value, &l->protocol) < 0) {
 				snprintf(msg, sizeof(msg),
 					 "[listener %s] protocol '%s' is not one of smtp, submission, "
-					 "submissions", lname, value);
+					 "submissions, imap, imaps, pop3, pop3s", lname, value);
 				goto fail;
 			}
 		} else if (strcmp(name, "address") == 0) {
@@ -450,6 +471,10 @@ static void dev_listeners(struct tern_config *cfg)
 		{ "smtp", LISTENER_SMTP, "127.0.0.1:2525" },
 		{ "submission", LISTENER_SUBMISSION, "127.0.0.1:2587" },
 		{ "submissions", LISTENER_SUBMISSIONS, "127.0.0.1:2465" },
+		{ "imap", LISTENER_IMAP, "127.0.0.1:2143" },
+		{ "imaps", LISTENER_IMAPS, "127.0.0.1:2993" },
+		{ "pop3", LISTENER_POP3, "127.0.0.1:2110" },
+		{ "pop3s", LISTENER_POP3S, "127.0.0.1:2995" },
 	};
 	for (size_t i = 0; i < sizeof(dev) / sizeof(dev[0]); i++) {
 		struct config_listener *l = &cfg->listeners[cfg->n_listeners++];
@@ -680,6 +705,10 @@ const char *listener_protocol_name(enum listener_protocol p)
 	case LISTENER_SMTP: return "smtp";
 	case LISTENER_SUBMISSION: return "submission";
 	case LISTENER_SUBMISSIONS: return "submissions";
+	case LISTENER_IMAP: return "imap";
+	case LISTENER_IMAPS: return "imaps";
+	case LISTENER_POP3: return "pop3";
+	case LISTENER_POP3S: return "pop3s";
 	}
 	return "?";
 }
@@ -806,7 +835,8 @@ void config_write_reference(FILE *out)
 		     "validates it and names the file and line of the first error. "
 		     "`tern serve --dev` without `-c` uses the built-in defaults with the "
 		     "`--dev` column and loopback listeners on ports 2525 (smtp), 2587 "
-		     "(submission) and 2465 (submissions).\n",
+		     "(submission), 2465 (submissions), 2143 (imap), 2993 (imaps), 2110 (pop3) "
+		     "and 2995 (pop3s).\n",
 		CONFIG_DEFAULT_PATH);
 	const char *section = "";
 	for (size_t i = 0; i < N_OPTIONS; i++) {

@@ -16,6 +16,10 @@ enum listener_protocol {
 	LISTENER_SMTP,        /* port 25, MX role */
 	LISTENER_SUBMISSION,  /* port 587, STARTTLS then AUTH */
 	LISTENER_SUBMISSIONS, /* port 465, implicit TLS then AUTH */
+	LISTENER_IMAP,        /* port 143, STARTTLS then LOGIN */
+	LISTENER_IMAPS,       /* port 993, implicit TLS */
+	LISTENER_POP3,        /* port 110, STLS then USER/PASS */
+	LISTENER_POP3S,       /* port 995, implicit TLS */
 };
 
 struct config_listener {
@@ -75,6 +79,13 @@ struct tern_config {
 	char *trusted_networks;
 	struct config_network networks[CONFIG_MAX_NETWORKS];
 	int n_networks;
+
+	/* [mailbox] */
+	int mailbox_max_connections;
+	int mailbox_max_connections_per_ip;
+	int imap_timeout;
+	int imap_idle_timeout;
+	int pop3_timeout;
 
 	/* [delivery] */
 	char *resolver;

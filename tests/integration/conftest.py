@@ -368,7 +368,11 @@ class Tern:
         if listeners is None:
             listeners = [("mx", "smtp", "127.0.0.1:%d" % free_port()),
                          ("sub", "submission", "127.0.0.1:%d" % free_port()),
-                         ("subs", "submissions", "127.0.0.1:%d" % free_port())]
+                         ("subs", "submissions", "127.0.0.1:%d" % free_port()),
+                         ("imap", "imap", "127.0.0.1:%d" % free_port()),
+                         ("imaps", "imaps", "127.0.0.1:%d" % free_port()),
+                         ("pop3", "pop3", "127.0.0.1:%d" % free_port()),
+                         ("pop3s", "pop3s", "127.0.0.1:%d" % free_port())]
             if ipv6:
                 listeners.append(("mx6", "smtp",
                                   "[::1]:%d" % free_port("::1", socket.AF_INET6)))
@@ -416,6 +420,22 @@ class Tern:
     @property
     def subs_port(self):
         return self.ports["submissions"]
+
+    @property
+    def imap_port(self):
+        return self.ports["imap"]
+
+    @property
+    def imaps_port(self):
+        return self.ports["imaps"]
+
+    @property
+    def pop3_port(self):
+        return self.ports["pop3"]
+
+    @property
+    def pop3s_port(self):
+        return self.ports["pop3s"]
 
     def cli(self, *args, input=None, check=True, timeout=None, conf=True):
         cmd = [TERN_BIN] + (["-c", self.conf] if conf else []) + list(args)

@@ -1,7 +1,10 @@
-"""`tern serve --dev`: data in ./var, loopback ports 2525/2587/2465, domain example.test,
+"""`tern serve --dev`: data in ./var, loopback ports 2525/2587/2465 (SMTP), 2143/2993
+(IMAP) and 2110/2995 (POP3), domain example.test,
 a demo user whose password is printed once, a client settings table."""
 
+import imaplib
 import os
+import poplib
 import re
 import shutil
 import signal
@@ -17,7 +20,7 @@ import pytest
 from conftest import (DEMO, KEEP, SANITIZER_MARKERS, T, TERN_BIN, client_ssl_context,
                       make_message, message_id_of, wait_for)
 
-DEV_PORTS = (2525, 2587, 2465)
+DEV_PORTS = (2525, 2587, 2465, 2143, 2993, 2110, 2995)
 
 
 def ports_free():
@@ -104,7 +107,7 @@ def find_password(text):
 @pytest.fixture
 def devdir(tern_bin):
     if not ports_free():
-        pytest.skip("ports 2525/2587/2465 are in use")
+        pytest.skip("the --dev ports %s are in use" % (DEV_PORTS,))
     d = tempfile.mkdtemp(prefix="tern-dev-")
     os.chmod(d, 0o755)
     yield d
@@ -118,7 +121,8 @@ def test_serve_dev(devdir):
         srv.wait_ready()
         text = wait_for(lambda: srv.text if find_password(srv.text) and "2465" in srv.text
                         else None, T(10), what="the settings table with a password")
-        for needle in ("2525", "2587", "2465", DEMO, "127.0.0.1"):
+        for needle in ("2525", "2587", "2465", "2143", "2993", "2110", "2995", "IMAP", "POP3",
+                       DEMO, "127.0.0.1"):
             assert needle in text, (needle, text)
         low = text.lower()
         for word in ("server", "port", "encryption", "authentication", "username",
@@ -155,6 +159,24 @@ def test_serve_dev(devdir):
             return check
         wait_for(delivered(msg), T(10), what="the submitted message in ./var")
         wait_for(delivered(msg2), T(10), what="the smtp-role message in ./var")
+        # ... and reading it: IMAP with STARTTLS and over TLS, POP3 over TLS.
+        with imaplib.IMAP4("127.0.0.1", 2143, timeout=T(15)) as c:
+            c.starttls(ssl_context=client_ssl_context())
+            c.login(DEMO, pw)
+            typ, data = c.select("INBOX")
+            assert typ == "OK" and int(data[0]) == 2, data
+        with imaplib.IMAP4_SSL("127.0.0.1", 2993, ssl_context=client_ssl_context(),
+                               timeout=T(15)) as c:
+            c.login(DEMO, pw)
+            typ, data = c.search(None, "HEADER", "Message-ID", message_id_of(msg))
+            assert typ == "OK" and data[0].split(), data
+        p = poplib.POP3_SSL("127.0.0.1", 2995, context=client_ssl_context(), timeout=T(15))
+        try:
+            p.user(DEMO)
+            p.pass_(pw)
+            assert p.stat()[0] == 2
+        finally:
+            p.quit()
         assert os.path.exists(os.path.join(devdir, "var", "tls", "cert.pem"))
         assert os.path.exists(os.path.join(devdir, "var", "tern.db"))
     finally:
