@@ -57,7 +57,11 @@ enum {
 struct imap_session;
 struct imap_cmd;
 
-enum imap_cmd_result { IMAP_CMD_DONE, IMAP_CMD_MORE };
+enum imap_cmd_result {
+	IMAP_CMD_DONE,
+	IMAP_CMD_MORE,
+	IMAP_CMD_PENDING, /* inline handlers only: waits for imap_session_resume() (below) */
+};
 
 /* A handler: reads c->parsed, writes untagged responses to c->out and ends with
  * imap_cmd_ok/no/bad (exactly once, when it returns IMAP_CMD_DONE).  IMAP_CMD_MORE:
@@ -199,5 +203,66 @@ imap_cmd_fn imap_cmd_store, imap_cmd_copy, imap_cmd_expunge;
 const struct imap_cmd_def *imap_command_find(const char *name);
 /* The CAPABILITY list for the session's state (imap_auth.c), without "* CAPABILITY". */
 void imap_capabilities(struct imap_session *s, struct buf *out);
+
+/* ---- additions: the server and the session's services (imap_session.c) -------------- */
+
+struct counter_table;
+
+struct imap_server {
+	struct event_base *base;
+	struct pool *pool;
+	struct imap_settings set;      /* the strings point at hostname and mail_root */
+	char hostname[256];
+	char mail_root[4096];
+	struct ssl_ctx_st *ssl_ctx;    /* NULL: no STARTTLS */
+	struct imap_callbacks cb;
+	struct counter_table *auth_failures;
+	int own_auth_failures;
+	struct conn_server *conns;
+	int n_sessions;
+	int freeing;                   /* imap_server_free() ran: the last session frees it */
+};
+
+/* State changes, logged old -> new.  Any thread that runs the session's command. */
+void imap_session_set_state(struct imap_session *s, enum imap_state state);
+/* Asynchronous steps of inline handlers (loop thread).  A handler that returns
+ * IMAP_CMD_PENDING is called again (c->state keeps its progress) when one of these
+ * completes:
+ *   - its own callback calls imap_session_resume(s) (e.g. the login callback's done);
+ *   - imap_session_run_blocking(s, work, arg): work(arg) ran on the pool;
+ *   - imap_session_want_line(s): c->out (the "+ ..." continuation) was sent and the
+ *     client's next line arrived: imap_session_line(s) (borrowed until the handler
+ *     returns; wiped afterwards).
+ * imap_session_run_blocking returns 0, or -1 (then the handler answers and returns DONE). */
+void imap_session_resume(struct imap_session *s);
+int imap_session_run_blocking(struct imap_session *s, void (*work)(void *arg), void *arg);
+void imap_session_want_line(struct imap_session *s);
+struct slice imap_session_line(const struct imap_session *s);
+/* STARTTLS: the handshake starts once the tagged OK of the running command is sent. */
+void imap_session_start_tls(struct imap_session *s);
+
+/* (imap_view.c) A handler's own flag changes (STORE results, mstore_box_store's changed
+ * messages): the view takes their flags so that the next imap_view_sync() does not
+ * announce them again (the handler writes its own FETCH responses). */
+void imap_view_update(struct imap_session *s, const struct mstore_msg *msgs, size_t n);
+
+/* ---- view and set helpers for STORE, EXPUNGE, MOVE, FETCH (imap_store.c) -------------- */
+
+/* Removes this session's own expunges (uids ascending, from mstore_box_expunge or a
+ * MOVE) from the view and writes "* n EXPUNGE" for each (highest first, so every
+ * number is right when it is read) or one "* VANISHED uids" under QRESYNC.  UIDs not in
+ * the view are ignored; imap_view_sync must likewise ignore expunged UIDs it no longer
+ * has. */
+void imap_view_expunged(struct imap_session *s, struct imap_cmd *c, const uint32_t *uids,
+			size_t n);
+/* Appends numbers (ascending) to out as a compressed set: "1:3,7,9:10". */
+void imap_out_set(struct buf *out, const uint32_t *v, size_t n);
+
+/* mstore_box_cache_put of a derived string (imap_fetch.c), as best effort: once puts
+ * in this command have cost more than a few milliseconds each on average (an index
+ * that syncs every write), the rest of the command computes without caching.  *spent
+ * (start at 0) is the command's account in microseconds, or -1 once it gave up. */
+void imap_cache_put(struct imap_session *s, uint32_t uid, const char *field, const char *value,
+		    size_t len, int64_t *spent, int *count);
 
 #endif
