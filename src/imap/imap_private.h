@@ -259,8 +259,8 @@ void imap_view_expunged(struct imap_session *s, struct imap_cmd *c, const uint32
 void imap_out_set(struct buf *out, const uint32_t *v, size_t n);
 
 /* mstore_box_cache_put of a derived string (imap_fetch.c), as best effort: once puts
- * in this command have cost more than a few milliseconds each on average (an index
- * that syncs every write), the rest of the command computes without caching.  *spent
+ * in this command have cost over 2 ms each on average (after 16; an index that syncs
+ * every write), the rest of the command computes without caching.  *spent
  * (start at 0) is the command's account in microseconds, or -1 once it gave up. */
 void imap_cache_put(struct imap_session *s, uint32_t uid, const char *field, const char *value,
 		    size_t len, int64_t *spent, int *count);
