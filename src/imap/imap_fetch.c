@@ -22,7 +22,7 @@
 #include <unistd.h>
 
 #define FETCH_HEADER_READ 16384             /* first read when only the header is needed */
-#define FETCH_HEADER_MAX (8 * 1024 * 1024)   /* a header block larger than this is cut */
+#define FETCH_HEADER_MAX  (8 * 1024 * 1024) /* a header block larger than this is cut */
 
 enum fetch_kind {
 	FI_FLAGS,
@@ -33,40 +33,40 @@ enum fetch_kind {
 	FI_BODY,
 	FI_UID,
 	FI_MODSEQ,
-	FI_SECTION,     /* BODY[...], BINARY[...], RFC822, RFC822.HEADER, RFC822.TEXT */
+	FI_SECTION, /* BODY[...], BINARY[...], RFC822, RFC822.HEADER, RFC822.TEXT */
 	FI_BINARY_SIZE,
 };
 
 struct fetch_item {
 	enum fetch_kind kind;
 	int peek;
-	int needs_tree;           /* the section needs the MIME tree (not just the header end) */
-	int header_only;          /* the section lies in the top header block */
+	int needs_tree;  /* the section needs the MIME tree (not just the header end) */
+	int header_only; /* the section lies in the top header block */
 	struct imap_section sec;
-	char *name;               /* the response's name for it ("BODY[1.2]<0>") */
+	char *name; /* the response's name for it ("BODY[1.2]<0>") */
 };
 
 /* Cached renderings, by item kind. */
 enum { FC_ENVELOPE, FC_BODYSTRUCTURE, FC_BODY, FC_N };
 
 struct fetch_state {
-	size_t *idx;              /* the messages, as indexes into view.msgs */
+	size_t *idx; /* the messages, as indexes into view.msgs */
 	size_t n, pos;
 	struct fetch_item *items;
 	size_t n_items, cap_items;
 	int has_flags, has_modseq;
 	uint64_t changedsince;
-	uint32_t *seen_uids;      /* messages whose \Seen this FETCH set (ascending) */
+	uint32_t *seen_uids; /* messages whose \Seen this FETCH set (ascending) */
 	size_t n_seen;
-	int started;              /* the seen update and VANISHED are done */
+	int started; /* the seen update and VANISHED are done */
 
 	/* The message being written. */
 	int in_msg;
 	size_t item;
-	int need_sep;             /* an item was written: the next one needs a space */
+	int need_sep; /* an item was written: the next one needs a space */
 	int lit_active;
 	size_t lit_off;
-	char *map;                /* mmap'd file, or a malloc'd header block */
+	char *map; /* mmap'd file, or a malloc'd header block */
 	size_t map_len;
 	int mapped;
 	struct mime_part *root;
@@ -74,13 +74,12 @@ struct fetch_state {
 	char *cached[FC_N];
 	size_t cached_len[FC_N];
 	struct imap_section_data *data; /* per item */
-	int failed;               /* a message could not be read (not expunged) */
-	int64_t cache_spent;      /* imap_cache_put's account */
+	int failed;                     /* a message could not be read (not expunged) */
+	int64_t cache_spent;            /* imap_cache_put's account */
 	int cache_count;
 };
 
-static const char *const fc_names[FC_N] = { "imap.envelope", "imap.bodystructure",
-					    "imap.body" };
+static const char *const fc_names[FC_N] = {"imap.envelope", "imap.bodystructure", "imap.body"};
 
 static void fetch_msg_release(struct fetch_state *st)
 {
@@ -157,7 +156,7 @@ static int fetch_add_simple(struct fetch_state *st, enum fetch_kind kind)
 /* RFC822, RFC822.HEADER, RFC822.TEXT (RFC 3501 6.4.5: BODY[], BODY.PEEK[HEADER],
  * BODY[TEXT] under their old names). */
 static int fetch_add_rfc822(struct fetch_state *st, const char *name, enum imap_section_text t,
-			    int peek)
+                            int peek)
 {
 	struct fetch_item *fi = fetch_item_add(st, FI_SECTION);
 	if (fi == NULL || (fi->name = strdup(name)) == NULL)
@@ -207,12 +206,16 @@ static int fetch_add_section(struct fetch_state *st, const char *a, size_t len, 
 	}
 	fi->needs_tree = fi->sec.n_nums > 0 || binary;
 	fi->header_only = !fi->needs_tree && fi->sec.text != IMAP_SECTION_ALL &&
-			  fi->sec.text != IMAP_SECTION_TEXT;
+	                  fi->sec.text != IMAP_SECTION_TEXT;
 	struct buf name;
 	buf_init(&name, 0);
-	if (buf_printf(&name, "%s[%.*s]", size ? "BINARY.SIZE" : binary ? "BINARY" : "BODY",
-		       (int)spec_len, spec) < 0 ||
-	    (fi->sec.partial && buf_printf(&name, "<%llu>", (unsigned long long)fi->sec.origin) < 0)) {
+	if (buf_printf(&name, "%s[%.*s]",
+	               size     ? "BINARY.SIZE"
+	               : binary ? "BINARY"
+	                        : "BODY",
+	               (int)spec_len, spec) < 0 ||
+	    (fi->sec.partial &&
+	     buf_printf(&name, "<%llu>", (unsigned long long)fi->sec.origin) < 0)) {
 		buf_deinit(&name);
 		return -1;
 	}
@@ -222,20 +225,20 @@ static int fetch_add_section(struct fetch_state *st, const char *a, size_t len, 
 
 /* One item atom; *bad_r for a syntax error (else -1 is out of memory). */
 static int fetch_add_atom(struct fetch_state *st, const struct imap_arg *arg, int macros,
-			  int *bad_r)
+                          int *bad_r)
 {
 	static const struct {
 		const char *name;
 		enum fetch_kind kind;
 	} simple[] = {
-		{ "FLAGS", FI_FLAGS },
-		{ "INTERNALDATE", FI_INTERNALDATE },
-		{ "RFC822.SIZE", FI_SIZE },
-		{ "ENVELOPE", FI_ENVELOPE },
-		{ "BODYSTRUCTURE", FI_BODYSTRUCTURE },
-		{ "BODY", FI_BODY },
-		{ "UID", FI_UID },
-		{ "MODSEQ", FI_MODSEQ },
+	    {"FLAGS", FI_FLAGS},
+	    {"INTERNALDATE", FI_INTERNALDATE},
+	    {"RFC822.SIZE", FI_SIZE},
+	    {"ENVELOPE", FI_ENVELOPE},
+	    {"BODYSTRUCTURE", FI_BODYSTRUCTURE},
+	    {"BODY", FI_BODY},
+	    {"UID", FI_UID},
+	    {"MODSEQ", FI_MODSEQ},
 	};
 	const char *a = arg->s;
 
@@ -248,10 +251,10 @@ static int fetch_add_atom(struct fetch_state *st, const struct imap_arg *arg, in
 			return fetch_add_simple(st, simple[i].kind);
 	}
 	if (macros && (strcasecmp(a, "ALL") == 0 || strcasecmp(a, "FAST") == 0 ||
-		       strcasecmp(a, "FULL") == 0)) {
+	               strcasecmp(a, "FULL") == 0)) {
 		/* RFC 9051 6.4.5: the macros. */
 		int r = fetch_add_simple(st, FI_FLAGS) | fetch_add_simple(st, FI_INTERNALDATE) |
-			fetch_add_simple(st, FI_SIZE);
+		        fetch_add_simple(st, FI_SIZE);
 		if (strcasecmp(a, "FAST") != 0)
 			r |= fetch_add_simple(st, FI_ENVELOPE);
 		if (strcasecmp(a, "FULL") == 0)
@@ -282,7 +285,7 @@ static int arg_u64(const struct imap_arg *arg, uint64_t *v_r)
 
 /* (CHANGEDSINCE n [VANISHED]) */
 static int fetch_modifiers(struct imap_session *s, struct imap_cmd *c, struct fetch_state *st,
-			   const struct imap_arg *list, int *vanished_r)
+                           const struct imap_arg *list, int *vanished_r)
 {
 	int have_since = 0;
 
@@ -373,7 +376,7 @@ static int fetch_map(struct fetch_state *st, int fd)
 }
 
 void imap_cache_put(struct imap_session *s, uint32_t uid, const char *field, const char *value,
-		    size_t len, int64_t *spent, int *count)
+                    size_t len, int64_t *spent, int *count)
 {
 	struct timespec t0, t1;
 	const char *error;
@@ -388,14 +391,14 @@ void imap_cache_put(struct imap_session *s, uint32_t uid, const char *field, con
 	(*count)++;
 	if (*count >= 16 && *spent / *count > 2000) {
 		imap_session_log(s, LOG_LEVEL_DEBUG,
-				 "event=cache_put_slow avg_us=%lld count=%d: not caching further",
-				 (long long)(*spent / *count), *count);
+		                 "event=cache_put_slow avg_us=%lld count=%d: not caching further",
+		                 (long long)(*spent / *count), *count);
 		*spent = -1;
 	}
 }
 
 static void fetch_set_cache(struct imap_session *s, struct fetch_state *st, uint32_t uid, int k,
-			    struct buf *b)
+                            struct buf *b)
 {
 	char field[64];
 
@@ -408,11 +411,11 @@ static void fetch_set_cache(struct imap_session *s, struct fetch_state *st, uint
 /* Prepares message m: cached strings, the file when needed, section data.  0, 1 (gone:
  * skip it), -1 (failed; logged). */
 static int fetch_msg_begin(struct imap_session *s, struct imap_cmd *c, struct fetch_state *st,
-			   const struct mstore_msg *m, int *unknown_cte_r)
+                           const struct mstore_msg *m, int *unknown_cte_r)
 {
-	static const enum fetch_kind fc_kind[FC_N] = { FI_ENVELOPE, FI_BODYSTRUCTURE, FI_BODY };
+	static const enum fetch_kind fc_kind[FC_N] = {FI_ENVELOPE, FI_BODYSTRUCTURE, FI_BODY};
 	const char *error = NULL;
-	int want[FC_N] = { 0 }, need_full = 0, need_tree = 0, need_header = 0;
+	int want[FC_N] = {0}, need_full = 0, need_tree = 0, need_header = 0;
 
 	for (size_t i = 0; i < st->n_items; i++) {
 		const struct fetch_item *fi = &st->items[i];
@@ -432,7 +435,7 @@ static int fetch_msg_begin(struct imap_session *s, struct imap_cmd *c, struct fe
 		char field[64];
 		snprintf(field, sizeof(field), "%s%s", fc_names[k], s->utf8_accept ? ".utf8" : "");
 		if (mstore_box_cache_get(s->view.box, m->uid, field, &st->cached[k],
-					 &st->cached_len[k], &error) == 1)
+		                         &st->cached_len[k], &error) == 1)
 			continue;
 		st->cached[k] = NULL;
 		if (k == FC_ENVELOPE)
@@ -449,7 +452,7 @@ static int fetch_msg_begin(struct imap_session *s, struct imap_cmd *c, struct fe
 		return 1; /* expunged by someone else: RFC 9051 allows leaving it out */
 	if (status != MSTORE_OK) {
 		imap_session_log(s, LOG_LEVEL_ERROR, "fetch uid=%u error=%s", m->uid,
-				 error != NULL ? error : "?");
+		                 error != NULL ? error : "?");
 		return -1;
 	}
 	int r = need_full || need_tree ? fetch_map(st, fd) : fetch_read_header(st, fd);
@@ -457,7 +460,7 @@ static int fetch_msg_begin(struct imap_session *s, struct imap_cmd *c, struct fe
 	close(fd);
 	if (r < 0) {
 		imap_session_log(s, LOG_LEVEL_ERROR, "fetch uid=%u error=\"read: %s\"", m->uid,
-				 strerror(saved));
+		                 strerror(saved));
 		return -1;
 	}
 
@@ -472,7 +475,7 @@ static int fetch_msg_begin(struct imap_session *s, struct imap_cmd *c, struct fe
 		st->root = mime_parse(st->map, st->map_len, NULL);
 		if (st->root == NULL) {
 			imap_session_log(s, LOG_LEVEL_ERROR, "fetch uid=%u error=\"out of memory\"",
-					 m->uid);
+			                 m->uid);
 			return -1;
 		}
 	}
@@ -483,9 +486,9 @@ static int fetch_msg_begin(struct imap_session *s, struct imap_cmd *c, struct fe
 		struct buf b;
 		buf_init(&b, 0);
 		int rr = k == FC_ENVELOPE
-				 ? imap_render_envelope(&b, st->map, 0, hend, s->utf8_accept)
-				 : imap_render_body(&b, st->map, st->root, k == FC_BODYSTRUCTURE,
-						    s->utf8_accept);
+		             ? imap_render_envelope(&b, st->map, 0, hend, s->utf8_accept)
+		             : imap_render_body(&b, st->map, st->root, k == FC_BODYSTRUCTURE,
+		                                s->utf8_accept);
 		if (rr < 0 || b.data == NULL) {
 			buf_deinit(&b);
 			return -1;
@@ -535,7 +538,7 @@ static void fetch_flags(struct imap_session *s, struct imap_cmd *c, const struct
 }
 
 static void fetch_simple(struct imap_session *s, struct imap_cmd *c, struct fetch_state *st,
-			 const struct fetch_item *fi, const struct mstore_msg *m)
+                         const struct fetch_item *fi, const struct mstore_msg *m)
 {
 	char date[32];
 
@@ -569,7 +572,8 @@ static void fetch_simple(struct imap_session *s, struct imap_cmd *c, struct fetc
 		imap_out_data(c, st->cached[FC_BODY], st->cached_len[FC_BODY]);
 		break;
 	case FI_BINARY_SIZE:
-		imap_out(c, "%s %zu", fi->name, st->data[st->item].nil ? (size_t)0 : st->data[st->item].len);
+		imap_out(c, "%s %zu", fi->name,
+		         st->data[st->item].nil ? (size_t)0 : st->data[st->item].len);
 		break;
 	case FI_SECTION:
 		break;
@@ -578,7 +582,7 @@ static void fetch_simple(struct imap_session *s, struct imap_cmd *c, struct fetc
 
 /* Writes the rest of the current literal; 0 when c->out is full first. */
 static int fetch_literal(struct imap_cmd *c, struct fetch_state *st,
-			 const struct imap_section_data *d)
+                         const struct imap_section_data *d)
 {
 	while (st->lit_off < d->len) {
 		if (c->out.len >= IMAP_OUT_STEP)
@@ -593,7 +597,7 @@ static int fetch_literal(struct imap_cmd *c, struct fetch_state *st,
 }
 
 static void fetch_section_head(struct imap_cmd *c, struct fetch_state *st,
-			       const struct fetch_item *fi, const struct imap_section_data *d)
+                               const struct fetch_item *fi, const struct imap_section_data *d)
 {
 	imap_out(c, "%s ", fi->name);
 	if (d->nil) {
@@ -637,7 +641,7 @@ static int fetch_set_seen(struct imap_session *s, struct imap_cmd *c, struct fet
 	size_t n_changed = 0, n_failed = 0;
 	const char *error = NULL;
 	int status = mstore_box_store(s->view.box, uids, k, MSTORE_STORE_ADD, MSTORE_F_SEEN, NULL,
-				      0, &changed, &n_changed, &failed, &n_failed, &error);
+	                              0, &changed, &n_changed, &failed, &n_failed, &error);
 	free(uids);
 	free(failed);
 	if (status != MSTORE_OK) {
@@ -675,7 +679,7 @@ static void fetch_vanished(struct imap_session *s, struct imap_cmd *c, struct fe
 	if (imap_seqset_parse(set->s, set->len, star, &ranges, &n_ranges) < 0)
 		return;
 	if (mstore_box_changes(s->view.box, st->changedsince, &changed, &n_changed, &gone, &n_gone,
-			       &complete, &error) == MSTORE_OK) {
+	                       &complete, &error) == MSTORE_OK) {
 		size_t k = 0;
 		for (size_t i = 0; i < n_gone; i++) {
 			if (imap_seqset_contains(ranges, n_ranges, gone[i]) &&
@@ -694,7 +698,7 @@ static void fetch_vanished(struct imap_session *s, struct imap_cmd *c, struct fe
 }
 
 static enum imap_cmd_result fetch_run(struct imap_session *s, struct imap_cmd *c,
-				      struct fetch_state *st)
+                                      struct fetch_state *st)
 {
 	while (st->pos < st->n) {
 		const struct mstore_msg *m = &s->view.msgs[st->idx[st->pos]];
@@ -711,7 +715,7 @@ static enum imap_cmd_result fetch_run(struct imap_session *s, struct imap_cmd *c
 				fetch_msg_release(st);
 				if (unknown_cte) {
 					imap_cmd_no(c, "[UNKNOWN-CTE] Cannot decode the part's "
-						       "Content-Transfer-Encoding");
+					               "Content-Transfer-Encoding");
 					return IMAP_CMD_DONE;
 				}
 				if (r < 0)
@@ -736,7 +740,7 @@ static enum imap_cmd_result fetch_run(struct imap_session *s, struct imap_cmd *c
 				}
 				if (s->condstore && !st->has_modseq) {
 					imap_out(c, "%sMODSEQ (%llu)", sep ? " " : "",
-						 (unsigned long long)m->modseq);
+					         (unsigned long long)m->modseq);
 					sep = 1;
 				}
 			}

@@ -48,8 +48,8 @@ static int put_nstr(struct buf *out, const char *s, int utf8)
 	return imap_write_nstring(out, s, s != NULL ? strlen(s) : 0, utf8);
 }
 
-static int env_field(struct buf *out, const char *msg, size_t start, size_t end,
-		     const char *name, int utf8)
+static int env_field(struct buf *out, const char *msg, size_t start, size_t end, const char *name,
+                     int utf8)
 {
 	char *v = mime_header_get(msg, start, end, name);
 	int r = put_nstr(out, v, utf8);
@@ -59,8 +59,8 @@ static int env_field(struct buf *out, const char *msg, size_t start, size_t end,
 
 /* One address-list field: "((...)(...))", or NIL when absent or empty (returns 1 then,
  * so that Sender and Reply-To can fall back to From). */
-static int env_addrs(struct buf *out, const char *msg, size_t start, size_t end,
-		     const char *name, int utf8)
+static int env_addrs(struct buf *out, const char *msg, size_t start, size_t end, const char *name,
+                     int utf8)
 {
 	char *v = mime_header_get(msg, start, end, name);
 	struct mime_addr *a = NULL;
@@ -122,7 +122,7 @@ int imap_render_envelope(struct buf *out, const char *msg, size_t start, size_t 
 	char *from = strndup(out->data + from_at, out->len - from_at);
 	if (from == NULL)
 		return -1;
-	static const char *const fallback[] = { "Sender", "Reply-To" };
+	static const char *const fallback[] = {"Sender", "Reply-To"};
 	for (size_t i = 0; i < 2; i++) {
 		r |= put(out, " ");
 		int k = env_addrs(out, msg, start, end, fallback[i], utf8);
@@ -134,7 +134,7 @@ int imap_render_envelope(struct buf *out, const char *msg, size_t start, size_t 
 			r |= put(out, from); /* RFC 9051 7.5.2: default to From */
 	}
 	free(from);
-	static const char *const rest[] = { "To", "Cc", "Bcc" };
+	static const char *const rest[] = {"To", "Cc", "Bcc"};
 	for (size_t i = 0; i < 3 && r == 0; i++) {
 		r |= put(out, " ");
 		int k = env_addrs(out, msg, start, end, rest[i], utf8);
@@ -154,7 +154,7 @@ int imap_render_envelope(struct buf *out, const char *msg, size_t start, size_t 
 /* ---- BODY / BODYSTRUCTURE ---------------------------------------------------------- */
 
 static int body_params(struct buf *out, const struct mime_param *p, size_t n, int utf8,
-		       int text_default)
+                       int text_default)
 {
 	int r = 0;
 
@@ -241,7 +241,7 @@ static int is_message(const struct mime_part *p)
 }
 
 int imap_render_body(struct buf *out, const char *msg, const struct mime_part *p, int extended,
-		     int utf8)
+                     int utf8)
 {
 	int r = 0;
 
@@ -249,10 +249,11 @@ int imap_render_body(struct buf *out, const char *msg, const struct mime_part *p
 		r |= put(out, "(");
 		if (p->n_children == 0) {
 			/* RFC 2046 5.1.1 requires a part; show an empty one as Dovecot does. */
-			r |= put(out, extended ? "(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL "
-						 "NIL \"7bit\" 0 0 NIL NIL NIL NIL)"
-					       : "(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL "
-						 "NIL \"7bit\" 0 0)");
+			r |= put(out, extended
+			                  ? "(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL "
+			                    "NIL \"7bit\" 0 0 NIL NIL NIL NIL)"
+			                  : "(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL "
+			                    "NIL \"7bit\" 0 0)");
 		}
 		for (size_t i = 0; i < p->n_children && r == 0; i++)
 			r |= imap_render_body(out, msg, p->children[i], extended, utf8);
@@ -440,15 +441,14 @@ struct hf_ctx {
 	int err;
 };
 
-static int hf_cb(void *ctx, const char *name, size_t name_len, const char *value,
-		 size_t value_len)
+static int hf_cb(void *ctx, const char *name, size_t name_len, const char *value, size_t value_len)
 {
 	struct hf_ctx *h = ctx;
 	int match = 0;
 
 	for (size_t i = 0; i < h->n && !match; i++)
-		match = h->names[i].len == name_len &&
-			strncasecmp(h->names[i].p, name, name_len) == 0;
+		match =
+		    h->names[i].len == name_len && strncasecmp(h->names[i].p, name, name_len) == 0;
 	if (match == h->not_)
 		return 0;
 	/* The field exactly as it is in the message, from its name to the end of its
@@ -465,9 +465,9 @@ static int hf_cb(void *ctx, const char *name, size_t name_len, const char *value
 }
 
 int imap_header_fields(struct buf *out, const char *msg, size_t start, size_t end,
-		       const struct slice *names, size_t n, int not_)
+                       const struct slice *names, size_t n, int not_)
 {
-	struct hf_ctx h = { out, msg, names, n, not_, 0 };
+	struct hf_ctx h = {out, msg, names, n, not_, 0};
 
 	mime_header_each(msg, start, end, 100000, hf_cb, &h);
 	if (h.err || buf_append(out, "\r\n", 2) < 0)
@@ -476,7 +476,7 @@ int imap_header_fields(struct buf *out, const char *msg, size_t start, size_t en
 }
 
 int imap_section_get(const char *msg, size_t len, const struct mime_part *root,
-		     const struct imap_section *sec, struct imap_section_data *d)
+                     const struct imap_section *sec, struct imap_section_data *d)
 {
 	const struct mime_part *part = root;
 
@@ -536,7 +536,7 @@ int imap_section_get(const char *msg, size_t len, const struct mime_part *root,
 		struct buf b;
 		buf_init(&b, 0);
 		if (imap_header_fields(&b, msg, m->header_start, m->header_end, sec->fields,
-				       sec->n_fields, sec->text == IMAP_SECTION_FIELDS_NOT) < 0) {
+		                       sec->n_fields, sec->text == IMAP_SECTION_FIELDS_NOT) < 0) {
 			buf_deinit(&b);
 			return -1;
 		}
@@ -618,7 +618,7 @@ void imap_fold(char *dst, const char *src, size_t len)
 }
 
 int imap_fold_contains(struct buf *scratch, const char *hay, size_t hay_len,
-		       const char *folded_needle, size_t needle_len)
+                       const char *folded_needle, size_t needle_len)
 {
 	if (needle_len == 0)
 		return 1;

@@ -12,7 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define IMAP_SECTION_DEPTH_MAX 32   /* part numbers in one section ("1.2.3...") */
+#define IMAP_SECTION_DEPTH_MAX  32  /* part numbers in one section ("1.2.3...") */
 #define IMAP_SECTION_FIELDS_MAX 128 /* names in one HEADER.FIELDS list */
 
 /* Where the bytes of the header block msg[0, len) end: just after the empty line that
@@ -28,13 +28,13 @@ int imap_render_envelope(struct buf *out, const char *msg, size_t start, size_t 
 
 /* BODYSTRUCTURE (extended 1) or BODY (extended 0) of part, whose offsets point into
  * msg.  0 or -1. */
-int imap_render_body(struct buf *out, const char *msg, const struct mime_part *part,
-		     int extended, int utf8);
+int imap_render_body(struct buf *out, const char *msg, const struct mime_part *part, int extended,
+                     int utf8);
 
 /* ---- sections -------------------------------------------------------------------------- */
 
 enum imap_section_text {
-	IMAP_SECTION_ALL,        /* BODY[] or BODY[1.2]: the part's body (whole message) */
+	IMAP_SECTION_ALL, /* BODY[] or BODY[1.2]: the part's body (whole message) */
 	IMAP_SECTION_HEADER,
 	IMAP_SECTION_FIELDS,     /* HEADER.FIELDS (...) */
 	IMAP_SECTION_FIELDS_NOT, /* HEADER.FIELDS.NOT (...) */
@@ -44,13 +44,13 @@ enum imap_section_text {
 
 /* BODY[spec]<origin.count> / BINARY[spec]<origin.count> as the client wrote it. */
 struct imap_section {
-	int binary;                     /* BINARY / BINARY.PEEK / BINARY.SIZE: only numbers */
+	int binary; /* BINARY / BINARY.PEEK / BINARY.SIZE: only numbers */
 	uint32_t nums[IMAP_SECTION_DEPTH_MAX];
 	size_t n_nums;
 	enum imap_section_text text;
 	struct slice fields[IMAP_SECTION_FIELDS_MAX]; /* borrowed from the spec string */
 	size_t n_fields;
-	int partial;                    /* <origin.count> was given */
+	int partial; /* <origin.count> was given */
 	uint64_t origin, count;
 };
 
@@ -62,24 +62,24 @@ int imap_partial_parse(const char *s, size_t len, struct imap_section *sec);
 
 /* The bytes a section stands for, before the partial is applied. */
 struct imap_section_data {
-	int nil;                        /* no such part: NIL */
-	int unknown_cte;                /* BINARY of an encoding we cannot decode */
-	const char *p;                  /* the bytes: into msg, or into owned */
+	int nil;         /* no such part: NIL */
+	int unknown_cte; /* BINARY of an encoding we cannot decode */
+	const char *p;   /* the bytes: into msg, or into owned */
 	size_t len;
-	char *owned;                    /* malloc'd when the bytes were built (caller frees) */
+	char *owned; /* malloc'd when the bytes were built (caller frees) */
 };
 
 /* Finds the section in msg[0, len) whose MIME tree is root.  0, or -1 when out of
  * memory. */
 int imap_section_get(const char *msg, size_t len, const struct mime_part *root,
-		     const struct imap_section *sec, struct imap_section_data *d);
+                     const struct imap_section *sec, struct imap_section_data *d);
 /* Applies sec's partial to d (p and len move; nothing is copied). */
 void imap_section_apply_partial(const struct imap_section *sec, struct imap_section_data *d);
 
 /* The header fields of msg[start, end) that are (not_ 0) or are not (not_ 1) among names,
  * as they appear (folding kept), followed by the empty line.  0 or -1. */
 int imap_header_fields(struct buf *out, const char *msg, size_t start, size_t end,
-		       const struct slice *names, size_t n, int not_);
+                       const struct slice *names, size_t n, int not_);
 
 /* ---- matching for SEARCH ---------------------------------------------------------------- */
 
@@ -89,6 +89,6 @@ int imap_header_fields(struct buf *out, const char *msg, size_t start, size_t en
 void imap_fold(char *dst, const char *src, size_t len);
 /* 1 when the folded needle occurs in fold(hay); scratch is reused between calls. */
 int imap_fold_contains(struct buf *scratch, const char *hay, size_t hay_len,
-		       const char *folded_needle, size_t needle_len);
+                       const char *folded_needle, size_t needle_len);
 
 #endif

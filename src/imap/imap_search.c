@@ -22,9 +22,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define SEARCH_DEPTH_MAX 64          /* nesting of OR / NOT / parentheses */
-#define SEARCH_HEADER_READ 16384
-#define SEARCH_HEADER_MAX (8 * 1024 * 1024)
+#define SEARCH_DEPTH_MAX    64 /* nesting of OR / NOT / parentheses */
+#define SEARCH_HEADER_READ  16384
+#define SEARCH_HEADER_MAX   (8 * 1024 * 1024)
 #define SEARCH_FIELDS_CACHE "imap.search.v1"
 
 /* What a key needs to be evaluated. */
@@ -32,7 +32,7 @@ enum search_level { SL_INDEX, SL_FIELDS, SL_HEADER, SL_FULL };
 
 /* The cached fields, in cache order. */
 enum { SF_FROM, SF_TO, SF_CC, SF_BCC, SF_SUBJECT, SF_N };
-static const char *const sf_names[SF_N] = { "From", "To", "Cc", "Bcc", "Subject" };
+static const char *const sf_names[SF_N] = {"From", "To", "Cc", "Bcc", "Subject"};
 
 enum skey_type {
 	SK_ALL,
@@ -40,8 +40,8 @@ enum skey_type {
 	SK_AND,
 	SK_OR,
 	SK_NOT,
-	SK_FLAG,         /* flag set (neg: not set) */
-	SK_KEYWORD,      /* keyword index kw set (neg: not set) */
+	SK_FLAG,    /* flag set (neg: not set) */
+	SK_KEYWORD, /* keyword index kw set (neg: not set) */
 	SK_LARGER,
 	SK_SMALLER,
 	SK_BEFORE,
@@ -53,7 +53,7 @@ enum skey_type {
 	SK_SEQSET,
 	SK_UIDSET,
 	SK_MODSEQ,
-	SK_FIELD,        /* FROM TO CC BCC SUBJECT: field */
+	SK_FIELD, /* FROM TO CC BCC SUBJECT: field */
 	SK_HEADER,
 	SK_BODY,
 	SK_TEXT,
@@ -70,17 +70,17 @@ struct skey {
 	int64_t day;
 	struct imap_range *ranges;
 	size_t n_ranges;
-	char *str;               /* folded needle */
+	char *str; /* folded needle */
 	size_t len;
-	char *hdr;               /* HEADER field name */
+	char *hdr; /* HEADER field name */
 	struct skey **kids;
 	size_t n_kids;
 };
 
 struct search_parse {
 	struct imap_session *s;
-	const char *error;       /* BAD text */
-	int modseq;              /* a MODSEQ key was given */
+	const char *error; /* BAD text */
+	int modseq;        /* a MODSEQ key was given */
 };
 
 /* One message being looked at. */
@@ -89,16 +89,16 @@ struct search_msg {
 	const struct mstore_msg *m;
 	uint32_t seq;
 	enum search_level level;
-	char *fields;            /* the cached string */
+	char *fields; /* the cached string */
 	struct slice f[SF_N];
 	int64_t sent_day;
 	int has_sent;
-	char *msg;               /* header block (read) or whole file (mapped) */
+	char *msg; /* header block (read) or whole file (mapped) */
 	size_t len, hend;
 	int mapped;
 	struct mime_part *root;
 	struct buf *scratch;
-	int64_t *cache_spent;    /* the command's imap_cache_put account */
+	int64_t *cache_spent; /* the command's imap_cache_put account */
 	int *cache_count;
 };
 
@@ -171,7 +171,7 @@ static int64_t local_day(int64_t t, int tz_minutes)
 }
 
 static struct skey *key_string(enum skey_type type, enum search_level level,
-			       const struct imap_arg *arg)
+                               const struct imap_arg *arg)
 {
 	if (!imap_arg_is_astring(arg))
 		return NULL;
@@ -203,11 +203,11 @@ static uint32_t last_uid(const struct imap_session *s)
 }
 
 static struct skey *parse_key(struct search_parse *p, const struct imap_arg *args, size_t n,
-			      size_t *i, int depth);
+                              size_t *i, int depth);
 
 /* Keys up to the end of args (or of a parenthesised list) as one AND node. */
 static struct skey *parse_list(struct search_parse *p, const struct imap_arg *args, size_t n,
-			       int depth)
+                               int depth)
 {
 	struct skey *and = skey_new(SK_AND, SL_INDEX);
 	size_t i = 0;
@@ -246,9 +246,9 @@ static struct skey *parse_keyword(struct search_parse *p, const struct imap_arg 
 		const char *name;
 		uint32_t flag;
 	} sys[] = {
-		{ "\\Seen", MSTORE_F_SEEN },	   { "\\Answered", MSTORE_F_ANSWERED },
-		{ "\\Flagged", MSTORE_F_FLAGGED }, { "\\Deleted", MSTORE_F_DELETED },
-		{ "\\Draft", MSTORE_F_DRAFT },
+	    {"\\Seen", MSTORE_F_SEEN},       {"\\Answered", MSTORE_F_ANSWERED},
+	    {"\\Flagged", MSTORE_F_FLAGGED}, {"\\Deleted", MSTORE_F_DELETED},
+	    {"\\Draft", MSTORE_F_DRAFT},
 	};
 
 	if (a->type != IMAP_ARG_ATOM) {
@@ -276,26 +276,25 @@ static struct skey *parse_keyword(struct search_parse *p, const struct imap_arg 
 }
 
 static struct skey *parse_key(struct search_parse *p, const struct imap_arg *args, size_t n,
-			      size_t *i, int depth)
+                              size_t *i, int depth)
 {
 	static const struct {
 		const char *name;
 		uint32_t flag;
 		int neg;
 	} flags[] = {
-		{ "ANSWERED", MSTORE_F_ANSWERED, 0 }, { "UNANSWERED", MSTORE_F_ANSWERED, 1 },
-		{ "DELETED", MSTORE_F_DELETED, 0 },   { "UNDELETED", MSTORE_F_DELETED, 1 },
-		{ "DRAFT", MSTORE_F_DRAFT, 0 },	      { "UNDRAFT", MSTORE_F_DRAFT, 1 },
-		{ "FLAGGED", MSTORE_F_FLAGGED, 0 },   { "UNFLAGGED", MSTORE_F_FLAGGED, 1 },
-		{ "SEEN", MSTORE_F_SEEN, 0 },	      { "UNSEEN", MSTORE_F_SEEN, 1 },
+	    {"ANSWERED", MSTORE_F_ANSWERED, 0}, {"UNANSWERED", MSTORE_F_ANSWERED, 1},
+	    {"DELETED", MSTORE_F_DELETED, 0},   {"UNDELETED", MSTORE_F_DELETED, 1},
+	    {"DRAFT", MSTORE_F_DRAFT, 0},       {"UNDRAFT", MSTORE_F_DRAFT, 1},
+	    {"FLAGGED", MSTORE_F_FLAGGED, 0},   {"UNFLAGGED", MSTORE_F_FLAGGED, 1},
+	    {"SEEN", MSTORE_F_SEEN, 0},         {"UNSEEN", MSTORE_F_SEEN, 1},
 	};
 	static const struct {
 		const char *name;
 		enum skey_type type;
 	} dates[] = {
-		{ "BEFORE", SK_BEFORE },	 { "ON", SK_ON },
-		{ "SINCE", SK_SINCE },		 { "SENTBEFORE", SK_SENTBEFORE },
-		{ "SENTON", SK_SENTON },	 { "SENTSINCE", SK_SENTSINCE },
+	    {"BEFORE", SK_BEFORE},         {"ON", SK_ON},         {"SINCE", SK_SINCE},
+	    {"SENTBEFORE", SK_SENTBEFORE}, {"SENTON", SK_SENTON}, {"SENTSINCE", SK_SENTSINCE},
 	};
 	const struct imap_arg *a = &args[*i];
 	struct skey *k = NULL;
@@ -408,8 +407,8 @@ static struct skey *parse_key(struct search_parse *p, const struct imap_arg *arg
 			return NULL;
 		}
 		k = skey_new(SK_UIDSET, SL_INDEX);
-		if (k != NULL &&
-		    imap_seqset_parse(next->s, next->len, last_uid(p->s), &k->ranges, &k->n_ranges) < 0) {
+		if (k != NULL && imap_seqset_parse(next->s, next->len, last_uid(p->s), &k->ranges,
+		                                   &k->n_ranges) < 0) {
 			p->error = "Invalid UID set";
 			skey_free(k);
 			return NULL;
@@ -507,7 +506,7 @@ static int search_read(struct search_msg *x, int full)
 		return 1;
 	if (st != MSTORE_OK) {
 		imap_session_log(x->s, LOG_LEVEL_ERROR, "search uid=%u error=\"%s\"", x->m->uid,
-				 error != NULL ? error : "?");
+		                 error != NULL ? error : "?");
 		return -1;
 	}
 	if (x->msg != NULL) {
@@ -566,7 +565,7 @@ static int search_read(struct search_msg *x, int full)
 	close(fd);
 	if (r < 0) {
 		imap_session_log(x->s, LOG_LEVEL_ERROR, "search uid=%u error=\"read failed\"",
-				 x->m->uid);
+		                 x->m->uid);
 		return -1;
 	}
 	int complete;
@@ -632,7 +631,7 @@ static int search_fields_build(struct search_msg *x)
 		return -1;
 	/* Best effort: without it the next search reads the header again. */
 	imap_cache_put(x->s, x->m->uid, SEARCH_FIELDS_CACHE, b.data, b.len, x->cache_spent,
-		       x->cache_count);
+	               x->cache_count);
 	x->fields = b.data;
 	return search_fields_split(x, b.len);
 }
@@ -648,7 +647,7 @@ static int search_load(struct search_msg *x, enum search_level want, enum search
 		size_t len = 0;
 		const char *error;
 		if (mstore_box_cache_get(x->s->view.box, x->m->uid, SEARCH_FIELDS_CACHE, &v, &len,
-					 &error) == 1) {
+		                         &error) == 1) {
 			x->fields = v;
 			if (search_fields_split(x, len) == 0) {
 				x->level = SL_FIELDS;
@@ -690,7 +689,7 @@ struct header_match {
 };
 
 static int header_match_cb(void *ctx, const char *name, size_t name_len, const char *value,
-			   size_t value_len)
+                           size_t value_len)
 {
 	struct header_match *h = ctx;
 
@@ -714,7 +713,7 @@ static int text_contains(struct search_msg *x, const char *s, size_t len, const 
 }
 
 static int header_block_contains(struct search_msg *x, size_t start, size_t end,
-				 const struct skey *k)
+                                 const struct skey *k)
 {
 	char *d = mime_decode_words(x->msg + start, end - start);
 	if (d == NULL)
@@ -726,7 +725,7 @@ static int header_block_contains(struct search_msg *x, size_t start, size_t end,
 
 /* BODY: the text of the leaf parts; TEXT also the headers of embedded messages. */
 static int body_contains(struct search_msg *x, const struct mime_part *p, const struct skey *k,
-			 int text)
+                         int text)
 {
 	if (strcmp(p->type, "multipart") == 0) {
 		for (size_t i = 0; i < p->n_children; i++) {
@@ -754,7 +753,8 @@ static int body_contains(struct search_msg *x, const struct mime_part *p, const 
 static int sent_cmp(const struct search_msg *x, enum skey_type type, int64_t day)
 {
 	/* Without a usable Date: the internal date stands in (as Dovecot does). */
-	int64_t d = x->has_sent ? x->sent_day : local_day(x->m->internaldate, x->m->internaldate_tz);
+	int64_t d =
+	    x->has_sent ? x->sent_day : local_day(x->m->internaldate, x->m->internaldate_tz);
 	switch (type) {
 	case SK_SENTBEFORE:
 		return d < day;
@@ -835,7 +835,7 @@ static int search_eval(struct search_msg *x, const struct skey *k)
 			return 1;
 		return memmem(x->f[k->field].p, x->f[k->field].len, k->str, k->len) != NULL;
 	case SK_HEADER: {
-		struct header_match h = { k, x->scratch, 0 };
+		struct header_match h = {k, x->scratch, 0};
 		mime_header_each(x->msg, 0, x->hend, 100000, header_match_cb, &h);
 		return h.found;
 	}
@@ -900,7 +900,7 @@ enum imap_cmd_result imap_cmd_search(struct imap_session *s, struct imap_cmd *c)
 		i += 2;
 	}
 
-	struct search_parse p = { s, NULL, 0 };
+	struct search_parse p = {s, NULL, 0};
 	struct skey *root = parse_list(&p, args + i, n - i, 0);
 	if (root == NULL) {
 		imap_cmd_bad(c, "%s", p.error != NULL ? p.error : "Invalid search");

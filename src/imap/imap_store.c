@@ -62,8 +62,7 @@ static long view_find(const struct imap_view *v, uint32_t uid)
 	return -1;
 }
 
-void imap_view_expunged(struct imap_session *s, struct imap_cmd *c, const uint32_t *uids,
-			size_t n)
+void imap_view_expunged(struct imap_session *s, struct imap_cmd *c, const uint32_t *uids, size_t n)
 {
 	struct imap_view *v = &s->view;
 	uint32_t *mine;
@@ -149,8 +148,9 @@ enum imap_cmd_result imap_cmd_store(struct imap_session *s, struct imap_cmd *c)
 	int have_unchanged = 0;
 
 	if (n_args < 3 || args[0].type != IMAP_ARG_ATOM) {
-		imap_cmd_bad(c, "Usage: STORE sequence-set [(UNCHANGEDSINCE n)] [+|-]FLAGS[.SILENT] "
-				"flags");
+		imap_cmd_bad(c,
+		             "Usage: STORE sequence-set [(UNCHANGEDSINCE n)] [+|-]FLAGS[.SILENT] "
+		             "flags");
 		return IMAP_CMD_DONE;
 	}
 	if (args[1].type == IMAP_ARG_LIST) {
@@ -238,8 +238,8 @@ enum imap_cmd_result imap_cmd_store(struct imap_session *s, struct imap_cmd *c)
 		uids = NULL;
 	} else if (n > 0) {
 		int status = mstore_box_store(s->view.box, uids, n, op, flags,
-					      keywords[0] != '\0' ? keywords : NULL, unchangedsince,
-					      &changed, &n_changed, &failed, &n_failed, &error);
+		                              keywords[0] != '\0' ? keywords : NULL, unchangedsince,
+		                              &changed, &n_changed, &failed, &n_failed, &error);
 		if (status != MSTORE_OK) {
 			free(idx);
 			free(uids);
@@ -307,7 +307,7 @@ enum imap_cmd_result imap_cmd_store(struct imap_session *s, struct imap_cmd *c)
 		}
 		imap_out_set(&set, failed, n_failed);
 		imap_cmd_ok(c, "[MODIFIED %s] Conditional STORE failed",
-			    set.data != NULL ? set.data : "");
+		            set.data != NULL ? set.data : "");
 		buf_deinit(&set);
 	} else {
 		imap_cmd_ok(c, "Store completed");
@@ -364,7 +364,7 @@ enum imap_cmd_result imap_cmd_copy(struct imap_session *s, struct imap_cmd *c)
 	size_t n_copied = 0;
 	const char *error = NULL;
 	int status = mstore_box_copy(s->view.box, uids, n, dest, move, &dest_uidvalidity, &src,
-				     &dst, &n_copied, &error);
+	                             &dst, &n_copied, &error);
 	free(uids);
 	if (status != MSTORE_OK) {
 		free(src);

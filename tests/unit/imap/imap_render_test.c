@@ -14,73 +14,69 @@
 
 #include "imap/imap_render.h"
 
-static const char plain_msg[] =
-	"Date: Mon, 7 Feb 1994 21:52:25 -0800 (PST)\r\n"
-	"From: Fred Foobar <foobar@Blurdybloop.example>\r\n"
-	"Subject: afternoon meeting\r\n"
-	"To: mooch@owatagu.siam.edu.example\r\n"
-	"Message-Id: <B27397-0100000@Blurdybloop.example>\r\n"
-	"MIME-Version: 1.0\r\n"
-	"Content-Type: TEXT/PLAIN; CHARSET=US-ASCII\r\n"
-	"\r\n"
-	"Hello Joe, do you think we can meet at 3:30 tomorrow?\r\n";
+static const char plain_msg[] = "Date: Mon, 7 Feb 1994 21:52:25 -0800 (PST)\r\n"
+                                "From: Fred Foobar <foobar@Blurdybloop.example>\r\n"
+                                "Subject: afternoon meeting\r\n"
+                                "To: mooch@owatagu.siam.edu.example\r\n"
+                                "Message-Id: <B27397-0100000@Blurdybloop.example>\r\n"
+                                "MIME-Version: 1.0\r\n"
+                                "Content-Type: TEXT/PLAIN; CHARSET=US-ASCII\r\n"
+                                "\r\n"
+                                "Hello Joe, do you think we can meet at 3:30 tomorrow?\r\n";
 
-static const char mixed_msg[] =
-	"From: Alice <alice@example.com>\r\n"
-	"To: bob@example.com\r\n"
-	"Subject: multi\r\n"
-	"MIME-Version: 1.0\r\n"
-	"Content-Type: multipart/mixed; boundary=\"outer\"\r\n"
-	"\r\n"
-	"preamble\r\n"
-	"--outer\r\n"
-	"Content-Type: multipart/alternative; boundary=\"inner\"\r\n"
-	"\r\n"
-	"--inner\r\n"
-	"Content-Type: text/plain; charset=utf-8\r\n"
-	"\r\n"
-	"plain body\r\n"
-	"--inner\r\n"
-	"Content-Type: text/html; charset=utf-8\r\n"
-	"Content-Transfer-Encoding: quoted-printable\r\n"
-	"\r\n"
-	"<p>html body</p>\r\n"
-	"--inner--\r\n"
-	"--outer\r\n"
-	"Content-Type: application/pdf; name=\"doc.pdf\"\r\n"
-	"Content-Disposition: attachment; filename=\"doc.pdf\"\r\n"
-	"Content-Transfer-Encoding: base64\r\n"
-	"Content-Language: en, de\r\n"
-	"\r\n"
-	"SGVsbG8gUERG\r\n"
-	"--outer--\r\n"
-	"epilogue\r\n";
+static const char mixed_msg[] = "From: Alice <alice@example.com>\r\n"
+                                "To: bob@example.com\r\n"
+                                "Subject: multi\r\n"
+                                "MIME-Version: 1.0\r\n"
+                                "Content-Type: multipart/mixed; boundary=\"outer\"\r\n"
+                                "\r\n"
+                                "preamble\r\n"
+                                "--outer\r\n"
+                                "Content-Type: multipart/alternative; boundary=\"inner\"\r\n"
+                                "\r\n"
+                                "--inner\r\n"
+                                "Content-Type: text/plain; charset=utf-8\r\n"
+                                "\r\n"
+                                "plain body\r\n"
+                                "--inner\r\n"
+                                "Content-Type: text/html; charset=utf-8\r\n"
+                                "Content-Transfer-Encoding: quoted-printable\r\n"
+                                "\r\n"
+                                "<p>html body</p>\r\n"
+                                "--inner--\r\n"
+                                "--outer\r\n"
+                                "Content-Type: application/pdf; name=\"doc.pdf\"\r\n"
+                                "Content-Disposition: attachment; filename=\"doc.pdf\"\r\n"
+                                "Content-Transfer-Encoding: base64\r\n"
+                                "Content-Language: en, de\r\n"
+                                "\r\n"
+                                "SGVsbG8gUERG\r\n"
+                                "--outer--\r\n"
+                                "epilogue\r\n";
 
-static const char rfc822_msg[] =
-	"From: x@example.com\r\n"
-	"Subject: fwd\r\n"
-	"Content-Type: multipart/mixed; boundary=b\r\n"
-	"\r\n"
-	"--b\r\n"
-	"Content-Type: text/plain\r\n"
-	"\r\n"
-	"see attached\r\n"
-	"--b\r\n"
-	"Content-Type: message/rfc822\r\n"
-	"\r\n"
-	"From: inner@example.com\r\n"
-	"Subject: inner subject\r\n"
-	"Content-Type: text/plain\r\n"
-	"\r\n"
-	"inner body\r\n"
-	"--b--\r\n";
+static const char rfc822_msg[] = "From: x@example.com\r\n"
+                                 "Subject: fwd\r\n"
+                                 "Content-Type: multipart/mixed; boundary=b\r\n"
+                                 "\r\n"
+                                 "--b\r\n"
+                                 "Content-Type: text/plain\r\n"
+                                 "\r\n"
+                                 "see attached\r\n"
+                                 "--b\r\n"
+                                 "Content-Type: message/rfc822\r\n"
+                                 "\r\n"
+                                 "From: inner@example.com\r\n"
+                                 "Subject: inner subject\r\n"
+                                 "Content-Type: text/plain\r\n"
+                                 "\r\n"
+                                 "inner body\r\n"
+                                 "--b--\r\n";
 
-static const char groups_msg[] =
-	"To: undisclosed-recipients:;\r\n"
-	"Cc: friends: a@x.example, \"B\" <b@y.example>;, c@z.example\r\n"
-	"Subject: groups\r\n"
-	"\r\n"
-	"body\r\n";
+static const char groups_msg[] = "To: undisclosed-recipients:;\r\n"
+                                 "Cc: friends: a@x.example, \"B\" <b@y.example>;, c@z.example\r\n"
+                                 "Subject: groups\r\n"
+                                 "\r\n"
+                                 "body\r\n";
 
 struct sample {
 	const char *msg;
@@ -90,7 +86,7 @@ struct sample {
 
 static struct sample sample_new(const char *msg)
 {
-	struct sample s = { msg, strlen(msg), NULL };
+	struct sample s = {msg, strlen(msg), NULL};
 	s.root = mime_parse(msg, s.len, NULL);
 	assert_non_null(s.root);
 	return s;
@@ -131,7 +127,7 @@ static char *section(const struct sample *s, const char *spec, const char *parti
 }
 
 static void section_is(const struct sample *s, const char *spec, const char *partial,
-		       const char *want)
+                       const char *want)
 {
 	char *got = section(s, spec, partial, 0);
 	assert_string_equal(got, want);
@@ -147,16 +143,16 @@ static void test_plain(void **state)
 	assert_true(complete);
 	assert_int_equal(hend, s.root->header_end);
 	envelope_is(s.msg, 0, hend,
-		    "(\"Mon, 7 Feb 1994 21:52:25 -0800 (PST)\" \"afternoon meeting\" "
-		    "((\"Fred Foobar\" NIL \"foobar\" \"Blurdybloop.example\")) "
-		    "((\"Fred Foobar\" NIL \"foobar\" \"Blurdybloop.example\")) "
-		    "((\"Fred Foobar\" NIL \"foobar\" \"Blurdybloop.example\")) "
-		    "((NIL NIL \"mooch\" \"owatagu.siam.edu.example\")) NIL NIL NIL "
-		    "\"<B27397-0100000@Blurdybloop.example>\")");
+	            "(\"Mon, 7 Feb 1994 21:52:25 -0800 (PST)\" \"afternoon meeting\" "
+	            "((\"Fred Foobar\" NIL \"foobar\" \"Blurdybloop.example\")) "
+	            "((\"Fred Foobar\" NIL \"foobar\" \"Blurdybloop.example\")) "
+	            "((\"Fred Foobar\" NIL \"foobar\" \"Blurdybloop.example\")) "
+	            "((NIL NIL \"mooch\" \"owatagu.siam.edu.example\")) NIL NIL NIL "
+	            "\"<B27397-0100000@Blurdybloop.example>\")");
 	/* RFC 9051 7.5.2's example, in Dovecot's spelling. */
 	body_is(&s, 1,
-		"(\"text\" \"plain\" (\"charset\" \"US-ASCII\") NIL NIL \"7bit\" 55 1 NIL NIL NIL "
-		"NIL)");
+	        "(\"text\" \"plain\" (\"charset\" \"US-ASCII\") NIL NIL \"7bit\" 55 1 NIL NIL NIL "
+	        "NIL)");
 	body_is(&s, 0, "(\"text\" \"plain\" (\"charset\" \"US-ASCII\") NIL NIL \"7bit\" 55 1)");
 
 	section_is(&s, "", NULL, plain_msg);
@@ -167,10 +163,10 @@ static void test_plain(void **state)
 	section_is(&s, "TEXT", "<500.10>", "");
 	section_is(&s, "", "<0.4>", "Date");
 	section_is(&s, "HEADER.FIELDS (Subject TO)", NULL,
-		   "Subject: afternoon meeting\r\nTo: mooch@owatagu.siam.edu.example\r\n\r\n");
+	           "Subject: afternoon meeting\r\nTo: mooch@owatagu.siam.edu.example\r\n\r\n");
 	section_is(&s, "HEADER.FIELDS (\"x-none\")", NULL, "\r\n");
 	section_is(&s, "HEADER.FIELDS.NOT (Date From Message-ID MIME-Version Content-Type)", NULL,
-		   "Subject: afternoon meeting\r\nTo: mooch@owatagu.siam.edu.example\r\n\r\n");
+	           "Subject: afternoon meeting\r\nTo: mooch@owatagu.siam.edu.example\r\n\r\n");
 	section_is(&s, "2", NULL, "(nil)");
 	char *h = section(&s, "HEADER", NULL, 0);
 	assert_int_equal(strlen(h), hend);
@@ -184,31 +180,33 @@ static void test_mixed(void **state)
 	struct sample s = sample_new(mixed_msg);
 
 	envelope_is(s.msg, s.root->header_start, s.root->header_end,
-		    "(NIL \"multi\" ((\"Alice\" NIL \"alice\" \"example.com\")) "
-		    "((\"Alice\" NIL \"alice\" \"example.com\")) "
-		    "((\"Alice\" NIL \"alice\" \"example.com\")) "
-		    "((NIL NIL \"bob\" \"example.com\")) NIL NIL NIL NIL)");
-	body_is(&s, 1,
-		"(((\"text\" \"plain\" (\"charset\" \"utf-8\") NIL NIL \"7bit\" 10 1 NIL NIL NIL NIL)"
-		"(\"text\" \"html\" (\"charset\" \"utf-8\") NIL NIL \"quoted-printable\" 16 1 NIL NIL "
-		"NIL NIL) \"alternative\" (\"boundary\" \"inner\") NIL NIL NIL)"
-		"(\"application\" \"pdf\" (\"name\" \"doc.pdf\") NIL NIL \"base64\" 12 NIL "
-		"(\"attachment\" (\"filename\" \"doc.pdf\")) (\"en\" \"de\") NIL) \"mixed\" "
-		"(\"boundary\" \"outer\") NIL NIL NIL)");
-	body_is(&s, 0,
-		"(((\"text\" \"plain\" (\"charset\" \"utf-8\") NIL NIL \"7bit\" 10 1)"
-		"(\"text\" \"html\" (\"charset\" \"utf-8\") NIL NIL \"quoted-printable\" 16 1) "
-		"\"alternative\")"
-		"(\"application\" \"pdf\" (\"name\" \"doc.pdf\") NIL NIL \"base64\" 12) \"mixed\")");
+	            "(NIL \"multi\" ((\"Alice\" NIL \"alice\" \"example.com\")) "
+	            "((\"Alice\" NIL \"alice\" \"example.com\")) "
+	            "((\"Alice\" NIL \"alice\" \"example.com\")) "
+	            "((NIL NIL \"bob\" \"example.com\")) NIL NIL NIL NIL)");
+	body_is(
+	    &s, 1,
+	    "(((\"text\" \"plain\" (\"charset\" \"utf-8\") NIL NIL \"7bit\" 10 1 NIL NIL NIL NIL)"
+	    "(\"text\" \"html\" (\"charset\" \"utf-8\") NIL NIL \"quoted-printable\" 16 1 NIL NIL "
+	    "NIL NIL) \"alternative\" (\"boundary\" \"inner\") NIL NIL NIL)"
+	    "(\"application\" \"pdf\" (\"name\" \"doc.pdf\") NIL NIL \"base64\" 12 NIL "
+	    "(\"attachment\" (\"filename\" \"doc.pdf\")) (\"en\" \"de\") NIL) \"mixed\" "
+	    "(\"boundary\" \"outer\") NIL NIL NIL)");
+	body_is(
+	    &s, 0,
+	    "(((\"text\" \"plain\" (\"charset\" \"utf-8\") NIL NIL \"7bit\" 10 1)"
+	    "(\"text\" \"html\" (\"charset\" \"utf-8\") NIL NIL \"quoted-printable\" 16 1) "
+	    "\"alternative\")"
+	    "(\"application\" \"pdf\" (\"name\" \"doc.pdf\") NIL NIL \"base64\" 12) \"mixed\")");
 
 	section_is(&s, "1.1", NULL, "plain body");
 	section_is(&s, "1.2", NULL, "<p>html body</p>");
 	section_is(&s, "1.2", "<3.4>", "html");
 	section_is(&s, "1.2.MIME", NULL,
-		   "Content-Type: text/html; charset=utf-8\r\n"
-		   "Content-Transfer-Encoding: quoted-printable\r\n\r\n");
+	           "Content-Type: text/html; charset=utf-8\r\n"
+	           "Content-Transfer-Encoding: quoted-printable\r\n\r\n");
 	section_is(&s, "1.MIME", NULL,
-		   "Content-Type: multipart/alternative; boundary=\"inner\"\r\n\r\n");
+	           "Content-Type: multipart/alternative; boundary=\"inner\"\r\n\r\n");
 	section_is(&s, "2", NULL, "SGVsbG8gUERG");
 	section_is(&s, "3", NULL, "(nil)");
 	section_is(&s, "1.3", NULL, "(nil)");
@@ -231,23 +229,24 @@ static void test_rfc822(void **state)
 	size_t inner_len = strlen(inner) - strlen("\r\n--b--\r\n");
 	char want[2048];
 
-	snprintf(want, sizeof(want),
-		 "((\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 12 1 NIL NIL NIL "
-		 "NIL)(\"message\" \"rfc822\" NIL NIL NIL \"7bit\" %zu "
-		 "(NIL \"inner subject\" ((NIL NIL \"inner\" \"example.com\")) "
-		 "((NIL NIL \"inner\" \"example.com\")) ((NIL NIL \"inner\" \"example.com\")) "
-		 "NIL NIL NIL NIL NIL) "
-		 "(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 10 1 NIL NIL NIL "
-		 "NIL) 5 NIL NIL NIL NIL) \"mixed\" (\"boundary\" \"b\") NIL NIL NIL)",
-		 inner_len);
+	snprintf(
+	    want, sizeof(want),
+	    "((\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 12 1 NIL NIL NIL "
+	    "NIL)(\"message\" \"rfc822\" NIL NIL NIL \"7bit\" %zu "
+	    "(NIL \"inner subject\" ((NIL NIL \"inner\" \"example.com\")) "
+	    "((NIL NIL \"inner\" \"example.com\")) ((NIL NIL \"inner\" \"example.com\")) "
+	    "NIL NIL NIL NIL NIL) "
+	    "(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 10 1 NIL NIL NIL "
+	    "NIL) 5 NIL NIL NIL NIL) \"mixed\" (\"boundary\" \"b\") NIL NIL NIL)",
+	    inner_len);
 	body_is(&s, 1, want);
 
 	char *whole = strndup(inner, inner_len);
 	section_is(&s, "2", NULL, whole);
 	free(whole);
 	section_is(&s, "2.HEADER", NULL,
-		   "From: inner@example.com\r\nSubject: inner subject\r\n"
-		   "Content-Type: text/plain\r\n\r\n");
+	           "From: inner@example.com\r\nSubject: inner subject\r\n"
+	           "Content-Type: text/plain\r\n\r\n");
 	section_is(&s, "2.HEADER.FIELDS (SUBJECT)", NULL, "Subject: inner subject\r\n\r\n");
 	section_is(&s, "2.TEXT", NULL, "inner body");
 	section_is(&s, "2.1", NULL, "inner body");
@@ -261,35 +260,62 @@ static void test_groups(void **state)
 {
 	struct sample s = sample_new(groups_msg);
 
-	envelope_is(s.msg, s.root->header_start, s.root->header_end,
-		    "(NIL \"groups\" NIL NIL NIL "
-		    "((NIL NIL \"undisclosed-recipients\" NIL)(NIL NIL NIL NIL)) "
-		    "((NIL NIL \"friends\" NIL)(NIL NIL \"a\" \"x.example\")"
-		    "(\"B\" NIL \"b\" \"y.example\")(NIL NIL NIL NIL)(NIL NIL \"c\" \"z.example\")) "
-		    "NIL NIL NIL)");
-	body_is(&s, 1,
-		"(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 6 1 NIL NIL NIL NIL)");
+	envelope_is(
+	    s.msg, s.root->header_start, s.root->header_end,
+	    "(NIL \"groups\" NIL NIL NIL "
+	    "((NIL NIL \"undisclosed-recipients\" NIL)(NIL NIL NIL NIL)) "
+	    "((NIL NIL \"friends\" NIL)(NIL NIL \"a\" \"x.example\")"
+	    "(\"B\" NIL \"b\" \"y.example\")(NIL NIL NIL NIL)(NIL NIL \"c\" \"z.example\")) "
+	    "NIL NIL NIL)");
+	body_is(
+	    &s, 1,
+	    "(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 6 1 NIL NIL NIL NIL)");
 	mime_free(&s.root);
+}
+
+/* 8-bit header text: a literal for IMAP4rev1 clients, a quoted string under UTF8=ACCEPT. */
+static void test_8bit_envelope(void **state)
+{
+	static const char msg[] = "Subject: Gr\xc3\xbc\xc3\x9f\x65\r\n\r\nx\r\n";
+	struct buf b;
+
+	buf_init(&b, 0);
+	assert_int_equal(imap_render_envelope(&b, msg, 0, sizeof(msg) - 4, 0), 0);
+	assert_string_equal(b.data, "(NIL {7}\r\nGr\xc3\xbc\xc3\x9f"
+	                            "e NIL NIL NIL NIL NIL NIL NIL NIL)");
+	buf_reset(&b);
+	assert_int_equal(imap_render_envelope(&b, msg, 0, sizeof(msg) - 4, 1), 0);
+	assert_string_equal(b.data, "(NIL \"Gr\xc3\xbc\xc3\x9f"
+	                            "e\" NIL NIL NIL NIL NIL NIL NIL NIL)");
+	buf_deinit(&b);
 }
 
 static void test_empty_multipart(void **state)
 {
 	static const char msg[] = "Content-Type: multipart/mixed; boundary=x\r\n\r\n"
-				  "no parts here\r\n";
+	                          "no parts here\r\n";
 	struct sample s = sample_new(msg);
 
-	body_is(&s, 1,
-		"((\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 0 0 NIL NIL NIL NIL) "
-		"\"mixed\" (\"boundary\" \"x\") NIL NIL NIL)");
+	body_is(
+	    &s, 1,
+	    "((\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 0 0 NIL NIL NIL NIL) "
+	    "\"mixed\" (\"boundary\" \"x\") NIL NIL NIL)");
 	mime_free(&s.root);
 }
 
 static void test_section_parse(void **state)
 {
 	struct imap_section sec;
-	static const char *const bad[] = { "0",	   "1.",	 ".1",	   "MIME",
-					   "1.FOO", "HEADER.FIELDS", "HEADER.FIELDS ()",
-					   "TEXT.1", "1..2",	 "HEADER.FIELDS (A" };
+	static const char *const bad[] = {"0",
+	                                  "1.",
+	                                  ".1",
+	                                  "MIME",
+	                                  "1.FOO",
+	                                  "HEADER.FIELDS",
+	                                  "HEADER.FIELDS ()",
+	                                  "TEXT.1",
+	                                  "1..2",
+	                                  "HEADER.FIELDS (A"};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
 		assert_int_equal(imap_section_parse(bad[i], strlen(bad[i]), 0, &sec), -1);
 	assert_int_equal(imap_section_parse("1.TEXT", 6, 1, &sec), -1);
@@ -315,11 +341,12 @@ static void test_section_parse(void **state)
 static void test_fold(void **state)
 {
 	char out[64];
-	const char *in = "\xc3\x84PFEL \xd0\x9f\xd1\x80\xd0\xb8 \xce\xa3 \xc5\x81\xc3\x93" "D\xc5\xb9";
+	const char *in = "\xc3\x84PFEL \xd0\x9f\xd1\x80\xd0\xb8 \xce\xa3 \xc5\x81\xc3\x93"
+	                 "D\xc5\xb9";
 	imap_fold(out, in, strlen(in));
 	out[strlen(in)] = '\0';
-	assert_string_equal(out,
-			    "\xc3\xa4pfel \xd0\xbf\xd1\x80\xd0\xb8 \xcf\x83 \xc5\x82\xc3\xb3""d\xc5\xba");
+	assert_string_equal(out, "\xc3\xa4pfel \xd0\xbf\xd1\x80\xd0\xb8 \xcf\x83 \xc5\x82\xc3\xb3"
+	                         "d\xc5\xba");
 
 	struct buf scratch;
 	buf_init(&scratch, 0);
@@ -332,10 +359,10 @@ static void test_fold(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_plain),	     cmocka_unit_test(test_mixed),
-		cmocka_unit_test(test_rfc822),	     cmocka_unit_test(test_groups),
-		cmocka_unit_test(test_empty_multipart), cmocka_unit_test(test_section_parse),
-		cmocka_unit_test(test_fold),
+	    cmocka_unit_test(test_plain),         cmocka_unit_test(test_mixed),
+	    cmocka_unit_test(test_rfc822),        cmocka_unit_test(test_groups),
+	    cmocka_unit_test(test_8bit_envelope), cmocka_unit_test(test_empty_multipart),
+	    cmocka_unit_test(test_section_parse), cmocka_unit_test(test_fold),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
