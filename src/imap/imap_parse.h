@@ -69,7 +69,7 @@ enum imap_arg_type {
 	IMAP_ARG_ATOM,      /* includes atoms with [...] sections and <...> partials:
 			       BODY.PEEK[HEADER.FIELDS (FROM TO)]<0.1024> is one atom */
 	IMAP_ARG_STRING,    /* quoted string, unescaped */
-	IMAP_ARG_LITERAL,   /* {n} / {n+} / {n-}: value is the literal's bytes */
+	IMAP_ARG_LITERAL,   /* {n} / {n+}: value is the literal's bytes */
 	IMAP_ARG_LITERAL8,  /* ~{n}: binary literal (APPEND with BINARY) */
 	IMAP_ARG_NIL,       /* the atom NIL */
 	IMAP_ARG_LIST,      /* (...) */

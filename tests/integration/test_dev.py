@@ -168,6 +168,7 @@ def test_serve_dev(devdir):
         with imaplib.IMAP4_SSL("127.0.0.1", 2993, ssl_context=client_ssl_context(),
                                timeout=T(15)) as c:
             c.login(DEMO, pw)
+            c.select("INBOX", readonly=True)
             typ, data = c.search(None, "HEADER", "Message-ID", message_id_of(msg))
             assert typ == "OK" and data[0].split(), data
         p = poplib.POP3_SSL("127.0.0.1", 2995, context=client_ssl_context(), timeout=T(15))
