@@ -3,6 +3,8 @@
  * 6531) and plain host names are stored, so nothing stored ever needs quoting. */
 #include "directory/directory_private.h"
 
+#include "base/utf8.h"
+
 #include <string.h>
 
 void directory_ascii_lower(char *s)
@@ -17,37 +19,6 @@ static int directory_is_alnum(char c)
 	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
 }
 
-/* Length of the well-formed UTF-8 sequence at p (RFC 3629: no overlongs, no
- * surrogates, nothing above U+10FFFF), or 0. */
-static size_t directory_utf8_len(const unsigned char *p, size_t left)
-{
-	unsigned char c = p[0];
-	size_t n;
-	unsigned char lo = 0x80, hi = 0xbf;
-	if (c >= 0xc2 && c <= 0xdf)
-		n = 2;
-	else if (c >= 0xe0 && c <= 0xef)
-		n = 3;
-	else if (c >= 0xf0 && c <= 0xf4)
-		n = 4;
-	else
-		return 0;
-	if (c == 0xe0)
-		lo = 0xa0;
-	else if (c == 0xed)
-		hi = 0x9f;
-	else if (c == 0xf0)
-		lo = 0x90;
-	else if (c == 0xf4)
-		hi = 0x8f;
-	if (left < n || p[1] < lo || p[1] > hi)
-		return 0;
-	for (size_t i = 2; i < n; i++)
-		if (p[i] < 0x80 || p[i] > 0xbf)
-			return 0;
-	return n;
-}
-
 static int directory_local_ok(const char *s, size_t len)
 {
 	if (len == 0 || len > DIRECTORY_LOCAL_MAX || s[0] == '.' || s[len - 1] == '.')
@@ -55,7 +26,7 @@ static int directory_local_ok(const char *s, size_t len)
 	for (size_t i = 0; i < len; i++) {
 		unsigned char c = (unsigned char)s[i];
 		if (c >= 0x80) {
-			size_t n = directory_utf8_len((const unsigned char *)s + i, len - i);
+			size_t n = utf8_seq_len((const unsigned char *)s + i, len - i, NULL);
 			if (n == 0)
 				return 0;
 			i += n - 1;

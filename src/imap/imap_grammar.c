@@ -2,6 +2,8 @@
  * dates, modified UTF-7 mailbox names, and strings in replies. */
 #include "imap/imap_parse.h"
 
+#include "base/utf8.h"
+
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -442,44 +444,11 @@ fail:
  * or -1. */
 static int32_t imap_utf8_next(const unsigned char *s, size_t len, size_t *i)
 {
-	unsigned char c = s[*i];
 	uint32_t cp;
-	size_t n;
-	unsigned char lo = 0x80, hi = 0xbf;
-
-	if (c < 0x80) {
-		(*i)++;
-		return c;
-	}
-	if (c >= 0xc2 && c <= 0xdf) {
-		n = 1;
-		cp = c & 0x1f;
-	} else if (c >= 0xe0 && c <= 0xef) {
-		n = 2;
-		cp = c & 0x0f;
-		if (c == 0xe0)
-			lo = 0xa0;
-		else if (c == 0xed)
-			hi = 0x9f;
-	} else if (c >= 0xf0 && c <= 0xf4) {
-		n = 3;
-		cp = c & 0x07;
-		if (c == 0xf0)
-			lo = 0x90;
-		else if (c == 0xf4)
-			hi = 0x8f;
-	} else {
+	size_t n = utf8_decode(s + *i, len - *i, &cp);
+	if (n == 0)
 		return -1;
-	}
-	if (len - *i <= n)
-		return -1;
-	for (size_t k = 1; k <= n; k++) {
-		unsigned char b = s[*i + k];
-		if (b < (k == 1 ? lo : 0x80) || b > (k == 1 ? hi : 0xbf))
-			return -1;
-		cp = cp << 6 | (b & 0x3f);
-	}
-	*i += n + 1;
+	*i += n;
 	return (int32_t)cp;
 }
 

@@ -11,6 +11,7 @@
 #include "imap/imap_private.h"
 
 #include "base/counter.h"
+#include "base/utf8.h"
 #include "event/pool.h"
 
 #include <event2/event.h>
@@ -250,32 +251,6 @@ void imap_cmd_store_error(struct imap_session *s, struct imap_cmd *c, int status
 
 /* ---- mailbox names ------------------------------------------------------------------- */
 
-static int valid_utf8(const unsigned char *p, size_t len)
-{
-	size_t i = 0;
-	while (i < len) {
-		unsigned char ch = p[i];
-		size_t n;
-		if (ch < 0x80) {
-			i++;
-			continue;
-		} else if ((ch & 0xe0) == 0xc0 && ch >= 0xc2) {
-			n = 1;
-		} else if ((ch & 0xf0) == 0xe0) {
-			n = 2;
-		} else if ((ch & 0xf8) == 0xf0 && ch <= 0xf4) {
-			n = 3;
-		} else {
-			return 0;
-		}
-		for (size_t k = 1; k <= n; k++)
-			if (i + k >= len || (p[i + k] & 0xc0) != 0x80)
-				return 0;
-		i += n + 1;
-	}
-	return 1;
-}
-
 int imap_mailbox_arg(struct imap_session *s, const struct imap_arg *arg, char out[MSTORE_NAME_MAX])
 {
 	if (!imap_arg_is_astring(arg) || arg->len >= MSTORE_NAME_MAX)
@@ -289,7 +264,7 @@ int imap_mailbox_arg(struct imap_session *s, const struct imap_arg *arg, char ou
 	if (eight) {
 		/* UTF-8 (UTF8=ACCEPT, or a client that sends it anyway: RFC 9051 5.1 lets a
 		 * server take UTF-8 names from IMAP4rev2 clients). */
-		if (!valid_utf8((const unsigned char *)arg->s, arg->len))
+		if (!utf8_valid(arg->s, arg->len))
 			return -1;
 		memcpy(out, arg->s, arg->len);
 		out[arg->len] = '\0';

@@ -1,5 +1,7 @@
 #include "msg/addr.h"
 
+#include "base/utf8.h"
+
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <string.h>
@@ -51,46 +53,6 @@ static int ap_peek(struct addr_parser *p)
 	return p->s[p->pos];
 }
 
-/* Length of the well-formed UTF-8 sequence (RFC 3629 section 4) at s, whose first
- * byte is >= 0x80; 0 when malformed: a stray continuation byte, an overlong form
- * (C0, C1, E0 80-9F, F0 80-8F), a surrogate (ED A0-BF), above U+10FFFF, or cut short
- * by avail.  *short_r is set when only avail made it fail. */
-static size_t addr_utf8_len(const unsigned char *s, size_t avail, int *short_r)
-{
-	unsigned char c = s[0];
-	size_t n;
-	unsigned char lo = 0x80, hi = 0xbf; /* range of the second byte */
-
-	*short_r = 0;
-	if (c >= 0xc2 && c <= 0xdf) {
-		n = 2;
-	} else if (c >= 0xe0 && c <= 0xef) {
-		n = 3;
-		if (c == 0xe0)
-			lo = 0xa0;
-		else if (c == 0xed)
-			hi = 0x9f;
-	} else if (c >= 0xf0 && c <= 0xf4) {
-		n = 4;
-		if (c == 0xf0)
-			lo = 0x90;
-		else if (c == 0xf4)
-			hi = 0x8f;
-	} else {
-		return 0;
-	}
-	for (size_t i = 1; i < n; i++) {
-		if (i >= avail) {
-			*short_r = 1;
-			return 0;
-		}
-		unsigned char lo_i = i == 1 ? lo : 0x80, hi_i = i == 1 ? hi : 0xbf;
-		if (s[i] < lo_i || s[i] > hi_i)
-			return 0;
-	}
-	return n;
-}
-
 /* At a byte >= 0x80 where RFC 6531 allows UTF8-non-ascii: takes one sequence into
  * dst[*o..], provided the field (which began at start) stays within max octets. */
 static enum addr_error ap_take_utf8(struct addr_parser *p, char *dst, size_t *o, size_t start,
@@ -99,7 +61,7 @@ static enum addr_error ap_take_utf8(struct addr_parser *p, char *dst, size_t *o,
 	if (!(p->flags & ADDR_ALLOW_UTF8))
 		return ADDR_ERR_UTF8_NOT_ALLOWED;
 	int is_short;
-	size_t n = addr_utf8_len(p->s + p->pos, p->len - p->pos, &is_short);
+	size_t n = utf8_seq_len(p->s + p->pos, p->len - p->pos, &is_short);
 	if (n == 0) {
 		if (is_short)
 			p->hit_end = 1;

@@ -10,44 +10,11 @@
 
 #include "msg/mime_private.h"
 
+#include "base/utf8.h"
+
 #define MIME_CHUNK 4096
 
 static const char mime_replacement[] = "\xef\xbf\xbd"; /* U+FFFD */
-
-/* Length of the well-formed UTF-8 sequence at s (RFC 3629 4) whose first byte is >=
- * 0x80, or 0: stray continuation, overlong, surrogate, above U+10FFFF, cut short. */
-static size_t mime_utf8_len(const unsigned char *s, size_t avail)
-{
-	unsigned char c = s[0], lo = 0x80, hi = 0xbf;
-	size_t n;
-
-	if (c >= 0xc2 && c <= 0xdf) {
-		n = 2;
-	} else if (c >= 0xe0 && c <= 0xef) {
-		n = 3;
-		if (c == 0xe0)
-			lo = 0xa0;
-		else if (c == 0xed)
-			hi = 0x9f;
-	} else if (c >= 0xf0 && c <= 0xf4) {
-		n = 4;
-		if (c == 0xf0)
-			lo = 0x90;
-		else if (c == 0xf4)
-			hi = 0x8f;
-	} else {
-		return 0;
-	}
-	if (avail < n)
-		return 0;
-	if (s[1] < lo || s[1] > hi)
-		return 0;
-	for (size_t i = 2; i < n; i++) {
-		if (s[i] < 0x80 || s[i] > 0xbf)
-			return 0;
-	}
-	return n;
-}
 
 int mime_utf8_append(struct buf *out, const char *s, size_t len)
 {
@@ -59,7 +26,7 @@ int mime_utf8_append(struct buf *out, const char *s, size_t len)
 			i++;
 			continue;
 		}
-		size_t n = mime_utf8_len(u + i, len - i);
+		size_t n = utf8_seq_len(u + i, len - i, NULL);
 		if (n > 0) {
 			i += n;
 			continue;

@@ -10,6 +10,7 @@
 #include "queue/dsn.h"
 
 #include "base/buf.h"
+#include "base/utf8.h"
 #include "queue/queue_file.h"
 
 #include <errno.h>
@@ -158,37 +159,12 @@ static void dsn_date(char *out, size_t cap, long long t)
  * most U+10FFFF). */
 static size_t dsn_utf8_next(const unsigned char *s, size_t len, unsigned long *cp_r)
 {
-	unsigned long cp;
-	size_t n;
-
+	uint32_t cp;
 	if (len == 0)
 		return 0;
-	if (s[0] < 0x80) {
-		*cp_r = s[0];
-		return 1;
-	} else if (s[0] >= 0xc2 && s[0] <= 0xdf) {
-		n = 2;
-		cp = s[0] & 0x1f;
-	} else if (s[0] >= 0xe0 && s[0] <= 0xef) {
-		n = 3;
-		cp = s[0] & 0x0f;
-	} else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
-		n = 4;
-		cp = s[0] & 0x07;
-	} else {
-		return 0;
-	}
-	if (len < n)
-		return 0;
-	for (size_t i = 1; i < n; i++) {
-		if ((s[i] & 0xc0) != 0x80)
-			return 0;
-		cp = (cp << 6) | (s[i] & 0x3f);
-	}
-	if ((n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) || cp > 0x10ffff ||
-	    (cp >= 0xd800 && cp <= 0xdfff))
-		return 0;
-	*cp_r = cp;
+	size_t n = utf8_decode(s, len, &cp);
+	if (n > 0)
+		*cp_r = cp;
 	return n;
 }
 

@@ -74,8 +74,32 @@ static void test_dev_defaults(void **state)
 	struct tern_config *cfg = config_load(NULL, 1, &error);
 	assert_non_null(cfg);
 	assert_string_equal(cfg->data_dir, "./var");
-	assert_int_equal(cfg->n_listeners, 3);
+	assert_int_equal(cfg->n_listeners, 7);
 	assert_string_equal(cfg->listeners[1].address, "127.0.0.1:2587");
+	assert_int_equal(cfg->listeners[3].protocol, LISTENER_IMAP);
+	assert_string_equal(cfg->listeners[3].address, "127.0.0.1:2143");
+	assert_int_equal(cfg->listeners[6].protocol, LISTENER_POP3S);
+	assert_string_equal(cfg->listeners[6].address, "127.0.0.1:2995");
+	assert_int_equal(cfg->imap_timeout, 1800);
+	assert_int_equal(cfg->imap_idle_timeout, 29 * 60);
+	assert_int_equal(cfg->pop3_timeout, 600);
+	config_free(&cfg);
+}
+
+static void test_mailbox_listeners(void **state)
+{
+	(void)state;
+	const char *error = NULL;
+	struct tern_config *cfg = load("[mailbox]\nimap_idle_timeout = 20m\n"
+				       "[listener i]\nprotocol = imaps\naddress = 127.0.0.1:993\n"
+				       "[listener p]\nprotocol = pop3\naddress = 127.0.0.1:110\n",
+				       &error);
+	assert_non_null(cfg);
+	assert_int_equal(cfg->n_listeners, 2);
+	assert_int_equal(cfg->listeners[0].protocol, LISTENER_IMAPS);
+	assert_int_equal(cfg->listeners[1].protocol, LISTENER_POP3);
+	assert_string_equal(listener_protocol_name(cfg->listeners[0].protocol), "imaps");
+	assert_int_equal(cfg->imap_idle_timeout, 20 * 60);
 	config_free(&cfg);
 }
 
@@ -119,6 +143,8 @@ static void test_errors_name_file_and_line(void **state)
 		{ "[smtp]\nmax_message_size = 3X\n" LISTENER, "tern.conf:2:" },
 		{ "[smtp]\nauth_plaintext_loopback = maybe\n" LISTENER, "expected yes or no" },
 		{ "[listener a]\nprotocol = imap4\n", "tern.conf:2: [listener a] protocol 'imap4'" },
+		{ "[mailbox]\nimap_timeout = 10s\n" LISTENER,
+		  "tern.conf:2: [mailbox] imap_timeout = 10s: out of range" },
 		{ "[listener a]\nprotocol = smtp\naddress = localhost\n", "tern.conf:3:" },
 		{ "this is not ini\n", "tern.conf:1: syntax error" },
 		{ "[server]\nlog_level = loud\n" LISTENER, "log_level 'loud'" },
@@ -195,7 +221,7 @@ static void test_reference_lists_every_section(void **state)
 	FILE *f = open_memstream(&text, &len);
 	config_write_reference(f);
 	fclose(f);
-	const char *want[] = { "## [server]", "## [tls]", "## [smtp]", "## [delivery]", "## [relay]",
+	const char *want[] = { "## [server]", "## [tls]", "## [smtp]", "## [mailbox]", "## [delivery]", "## [relay]",
 			       "## [listener NAME]", "## [route DOMAIN]", "`retry_schedule`" };
 	for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++)
 		if (strstr(text, want[i]) == NULL)
@@ -208,6 +234,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_defaults),
 		cmocka_unit_test(test_dev_defaults),
+		cmocka_unit_test(test_mailbox_listeners),
 		cmocka_unit_test(test_values),
 		cmocka_unit_test(test_errors_name_file_and_line),
 		cmocka_unit_test(test_routes_and_relay),
