@@ -270,19 +270,6 @@ static int fetch_add_atom(struct fetch_state *st, const struct imap_arg *arg, in
 	return fetch_add_section(st, a, arg->len, bad_r);
 }
 
-static int arg_u64(const struct imap_arg *arg, uint64_t *v_r)
-{
-	if (arg->type != IMAP_ARG_ATOM || arg->len == 0 || arg->len > 20)
-		return -1;
-	char *end;
-	errno = 0;
-	unsigned long long v = strtoull(arg->s, &end, 10);
-	if (errno != 0 || *end != '\0' || arg->s[0] < '0' || arg->s[0] > '9')
-		return -1;
-	*v_r = v;
-	return 0;
-}
-
 /* (CHANGEDSINCE n [VANISHED]) */
 static int fetch_modifiers(struct imap_session *s, struct imap_cmd *c, struct fetch_state *st,
                            const struct imap_arg *list, int *vanished_r)
@@ -294,7 +281,7 @@ static int fetch_modifiers(struct imap_session *s, struct imap_cmd *c, struct fe
 		if (a->type != IMAP_ARG_ATOM)
 			return -1;
 		if (strcasecmp(a->s, "CHANGEDSINCE") == 0 && i + 1 < list->n) {
-			if (arg_u64(&list->list[++i], &st->changedsince) < 0)
+			if (imap_arg_number(&list->list[++i], &st->changedsince) < 0)
 				return -1;
 			have_since = 1;
 		} else if (strcasecmp(a->s, "VANISHED") == 0) {
@@ -515,21 +502,6 @@ static int fetch_msg_begin(struct imap_session *s, struct imap_cmd *c, struct fe
 
 /* ---- writing ------------------------------------------------------------------------------ */
 
-static int uid_in(const uint32_t *v, size_t n, uint32_t uid)
-{
-	size_t lo = 0, hi = n;
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-		if (v[mid] == uid)
-			return 1;
-		if (v[mid] < uid)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return 0;
-}
-
 static void fetch_flags(struct imap_session *s, struct imap_cmd *c, const struct mstore_msg *m)
 {
 	imap_out(c, "FLAGS (");
@@ -732,7 +704,7 @@ static enum imap_cmd_result fetch_run(struct imap_session *s, struct imap_cmd *c
 				imap_out(c, "UID %u", m->uid);
 				sep = 1;
 			}
-			if (st->n_seen > 0 && uid_in(st->seen_uids, st->n_seen, m->uid)) {
+			if (st->n_seen > 0 && imap_uid_listed(st->seen_uids, st->n_seen, m->uid)) {
 				if (!st->has_flags) {
 					imap_out(c, "%s", sep ? " " : "");
 					fetch_flags(s, c, m);

@@ -322,19 +322,10 @@ enum imap_cmd_result imap_cmd_create(struct imap_session *s, struct imap_cmd *c)
 	}
 	const char *error = NULL;
 	int st = mstore_create(s->store, name, special, &error);
-	if (st == MSTORE_EXISTS) {
-		imap_cmd_no(c, "[ALREADYEXISTS] Mailbox already exists");
-		return IMAP_CMD_DONE;
-	}
-	if (st == MSTORE_BAD_NAME) {
-		imap_cmd_no(c, "[CANNOT] Invalid mailbox name");
-		return IMAP_CMD_DONE;
-	}
-	if (st != MSTORE_OK) {
+	if (st != MSTORE_OK)
 		imap_cmd_store_error(s, c, st, error, 0);
-		return IMAP_CMD_DONE;
-	}
-	imap_cmd_ok(c, "CREATE completed");
+	else
+		imap_cmd_ok(c, "CREATE completed");
 	return IMAP_CMD_DONE;
 }
 
@@ -360,15 +351,10 @@ enum imap_cmd_result imap_cmd_delete(struct imap_session *s, struct imap_cmd *c)
 	}
 	const char *error = NULL;
 	int st = mstore_delete(s->store, name, &error);
-	if (st == MSTORE_NOT_FOUND) {
-		imap_cmd_no(c, "[NONEXISTENT] Mailbox does not exist");
-		return IMAP_CMD_DONE;
-	}
-	if (st != MSTORE_OK) {
+	if (st != MSTORE_OK)
 		imap_cmd_store_error(s, c, st, error, 0);
-		return IMAP_CMD_DONE;
-	}
-	imap_cmd_ok(c, "DELETE completed");
+	else
+		imap_cmd_ok(c, "DELETE completed");
 	return IMAP_CMD_DONE;
 }
 
@@ -389,23 +375,10 @@ enum imap_cmd_result imap_cmd_rename(struct imap_session *s, struct imap_cmd *c)
 	}
 	const char *error = NULL;
 	int st = mstore_rename(s->store, from, to, &error);
-	if (st == MSTORE_NOT_FOUND) {
-		imap_cmd_no(c, "[NONEXISTENT] Mailbox does not exist");
-		return IMAP_CMD_DONE;
-	}
-	if (st == MSTORE_EXISTS) {
-		imap_cmd_no(c, "[ALREADYEXISTS] Target mailbox already exists");
-		return IMAP_CMD_DONE;
-	}
-	if (st == MSTORE_BAD_NAME) {
-		imap_cmd_no(c, "[CANNOT] Invalid mailbox name");
-		return IMAP_CMD_DONE;
-	}
-	if (st != MSTORE_OK) {
+	if (st != MSTORE_OK)
 		imap_cmd_store_error(s, c, st, error, 0);
-		return IMAP_CMD_DONE;
-	}
-	imap_cmd_ok(c, "RENAME completed");
+	else
+		imap_cmd_ok(c, "RENAME completed");
 	return IMAP_CMD_DONE;
 }
 

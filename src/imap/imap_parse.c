@@ -808,3 +808,18 @@ int imap_arg_is_nstring(const struct imap_arg *arg)
 {
 	return imap_arg_is_astring(arg);
 }
+
+int imap_arg_number(const struct imap_arg *arg, uint64_t *v_r)
+{
+	if (arg->type != IMAP_ARG_ATOM || arg->len == 0 || arg->len > 20)
+		return -1;
+	uint64_t v = 0;
+	for (size_t i = 0; i < arg->len; i++) {
+		unsigned d = (unsigned)((unsigned char)arg->s[i] - '0');
+		if (d > 9 || v > (UINT64_MAX - d) / 10)
+			return -1;
+		v = v * 10 + d;
+	}
+	*v_r = v;
+	return 0;
+}

@@ -110,6 +110,9 @@ void imap_command_free(struct imap_command *cmd);
 int imap_arg_is_astring(const struct imap_arg *arg);
 /* 1 when arg is an nstring (astring or NIL). */
 int imap_arg_is_nstring(const struct imap_arg *arg);
+/* A number atom (RFC 9051 "number64": MODSEQ, UNCHANGEDSINCE, LARGER...): 0 and *v_r,
+ * or -1 when arg is not one or does not fit in 64 bits. */
+int imap_arg_number(const struct imap_arg *arg, uint64_t *v_r);
 
 /* ---- shared grammars ---------------------------------------------------------------- */
 

@@ -255,6 +255,8 @@ void imap_view_update(struct imap_session *s, const struct mstore_msg *msgs, siz
  * has. */
 void imap_view_expunged(struct imap_session *s, struct imap_cmd *c, const uint32_t *uids,
 			size_t n);
+/* 1 when uid is among v[0..n) (ascending): binary search. */
+int imap_uid_listed(const uint32_t *v, size_t n, uint32_t uid);
 /* Appends numbers (ascending) to out as a compressed set: "1:3,7,9:10". */
 void imap_out_set(struct buf *out, const uint32_t *v, size_t n);
 

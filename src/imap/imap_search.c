@@ -137,20 +137,6 @@ static int skey_add_kid(struct skey *parent, struct skey *kid)
 
 /* ---- parsing -------------------------------------------------------------------------------- */
 
-static int arg_u64(const struct imap_arg *arg, uint64_t *v_r)
-{
-	if (arg->type != IMAP_ARG_ATOM || arg->len == 0 || arg->len > 20 || arg->s[0] < '0' ||
-	    arg->s[0] > '9')
-		return -1;
-	char *end;
-	errno = 0;
-	unsigned long long v = strtoull(arg->s, &end, 10);
-	if (errno != 0 || *end != '\0')
-		return -1;
-	*v_r = v;
-	return 0;
-}
-
 /* Day number (days since the epoch) of an IMAP date argument. */
 static int arg_day(const struct imap_arg *arg, int64_t *day_r)
 {
@@ -383,7 +369,7 @@ static struct skey *parse_key(struct search_parse *p, const struct imap_arg *arg
 	}
 	if (strcasecmp(name, "LARGER") == 0 || strcasecmp(name, "SMALLER") == 0) {
 		k = skey_new((name[0] == 'L' || name[0] == 'l') ? SK_LARGER : SK_SMALLER, SL_INDEX);
-		if (k != NULL && arg_u64(next, &k->num) < 0) {
+		if (k != NULL && imap_arg_number(next, &k->num) < 0) {
 			p->error = "Invalid size";
 			skey_free(k);
 			return NULL;
@@ -426,7 +412,7 @@ static struct skey *parse_key(struct search_parse *p, const struct imap_arg *arg
 			*i += 2;
 		}
 		k = skey_new(SK_MODSEQ, SL_INDEX);
-		if (k != NULL && arg_u64(next, &k->num) < 0) {
+		if (k != NULL && imap_arg_number(next, &k->num) < 0) {
 			p->error = "Invalid MODSEQ value";
 			skey_free(k);
 			return NULL;

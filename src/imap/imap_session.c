@@ -230,9 +230,12 @@ void imap_cmd_store_error(struct imap_session *s, struct imap_cmd *c, int status
 {
 	char q[600];
 	const char *e = error ? error : "?";
-	imap_session_log(s, status == MSTORE_IO ? LOG_LEVEL_ERROR : LOG_LEVEL_INFO,
-			 "event=store_error cmd=%s status=%d error=%s", c->parsed.name, status,
-			 log_quote(q, sizeof(q), e, strlen(e)));
+	/* The client's mistakes (no such mailbox, name taken) are logged with the NO reply;
+	 * the store's own reason only matters when the store failed. */
+	if (status != MSTORE_NOT_FOUND && status != MSTORE_EXISTS && status != MSTORE_BAD_NAME)
+		imap_session_log(s, status == MSTORE_IO ? LOG_LEVEL_ERROR : LOG_LEVEL_INFO,
+				 "event=store_error cmd=%s status=%d error=%s", c->parsed.name,
+				 status, log_quote(q, sizeof(q), e, strlen(e)));
 	switch (status) {
 	case MSTORE_NOT_FOUND:
 		if (trycreate)

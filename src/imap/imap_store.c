@@ -12,6 +12,21 @@
 
 /* ---- helpers ------------------------------------------------------------------------------ */
 
+int imap_uid_listed(const uint32_t *v, size_t n, uint32_t uid)
+{
+	size_t lo = 0, hi = n;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (v[mid] == uid)
+			return 1;
+		if (v[mid] < uid)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return 0;
+}
+
 void imap_out_set(struct buf *out, const uint32_t *v, size_t n)
 {
 	size_t i = 0;
@@ -28,21 +43,6 @@ void imap_out_set(struct buf *out, const uint32_t *v, size_t n)
 			buf_printf(out, "%u:%u", v[i], v[j]);
 		i = j + 1;
 	}
-}
-
-static int uid_listed(const uint32_t *v, size_t n, uint32_t uid)
-{
-	size_t lo = 0, hi = n;
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-		if (v[mid] == uid)
-			return 1;
-		if (v[mid] < uid)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return 0;
 }
 
 /* Index of uid in the view, or -1. */
@@ -95,7 +95,7 @@ void imap_view_expunged(struct imap_session *s, struct imap_cmd *c, const uint32
 	/* A UID we announce here must not be announced again from view.gone. */
 	size_t g = 0;
 	for (size_t i = 0; i < v->n_gone; i++) {
-		if (!uid_listed(mine, k, v->gone[i]))
+		if (!imap_uid_listed(mine, k, v->gone[i]))
 			v->gone[g++] = v->gone[i];
 	}
 	v->n_gone = g;
@@ -124,20 +124,6 @@ static int view_uids(struct imap_session *s, const size_t *idx, size_t n, uint32
 	return 0;
 }
 
-static int arg_u64(const struct imap_arg *arg, uint64_t *v_r)
-{
-	if (arg->type != IMAP_ARG_ATOM || arg->len == 0 || arg->len > 20 || arg->s[0] < '0' ||
-	    arg->s[0] > '9')
-		return -1;
-	char *end;
-	errno = 0;
-	unsigned long long v = strtoull(arg->s, &end, 10);
-	if (errno != 0 || *end != '\0')
-		return -1;
-	*v_r = v;
-	return 0;
-}
-
 /* ---- STORE -------------------------------------------------------------------------------- */
 
 enum imap_cmd_result imap_cmd_store(struct imap_session *s, struct imap_cmd *c)
@@ -157,7 +143,7 @@ enum imap_cmd_result imap_cmd_store(struct imap_session *s, struct imap_cmd *c)
 		const struct imap_arg *m = &args[1];
 		if (m->n != 2 || m->list[0].type != IMAP_ARG_ATOM ||
 		    strcasecmp(m->list[0].s, "UNCHANGEDSINCE") != 0 ||
-		    arg_u64(&m->list[1], &unchangedsince) < 0) {
+		    imap_arg_number(&m->list[1], &unchangedsince) < 0) {
 			imap_cmd_bad(c, "Invalid STORE modifier");
 			return IMAP_CMD_DONE;
 		}
@@ -256,7 +242,7 @@ enum imap_cmd_result imap_cmd_store(struct imap_session *s, struct imap_cmd *c)
 	 * FETCH with the MODSEQ of each message that changed. */
 	for (size_t i = 0; i < n; i++) {
 		const struct mstore_msg *m = &s->view.msgs[idx[i]];
-		if (n_failed > 0 && uid_listed(failed, n_failed, m->uid))
+		if (n_failed > 0 && imap_uid_listed(failed, n_failed, m->uid))
 			continue;
 		int was_changed = 0;
 		for (size_t lo = 0, hi = n_changed; lo < hi;) {
