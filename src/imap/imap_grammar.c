@@ -3,6 +3,7 @@
 #include "imap/imap_parse.h"
 
 #include "base/utf8.h"
+#include "msg/base64.h"
 
 #include <stdint.h>
 #include <stdio.h>
@@ -307,19 +308,10 @@ void imap_datetime_format(int64_t t, int tz, char out[32])
 static const char imap_b64[] =
 	"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+,";
 
+/* RFC 3501 5.1.3: modified base64 is RFC 4648's with "," in place of "/". */
 static int imap_b64_value(unsigned char c)
 {
-	if (c >= 'A' && c <= 'Z')
-		return c - 'A';
-	if (c >= 'a' && c <= 'z')
-		return c - 'a' + 26;
-	if (c >= '0' && c <= '9')
-		return c - '0' + 52;
-	if (c == '+')
-		return 62;
-	if (c == ',')
-		return 63;
-	return -1;
+	return c == ',' ? 63 : c == '/' ? -1 : base64_value(c);
 }
 
 static int imap_put_utf8(char *out, size_t cap, size_t *o, uint32_t cp)

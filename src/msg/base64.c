@@ -5,9 +5,7 @@
 static const char base64_alphabet[] =
 	"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
-/* -1 for any character outside the RFC 4648 table 1 alphabet, "=" included: the
- * caller handles padding by position. */
-static int base64_value(unsigned char c)
+int base64_value(unsigned char c)
 {
 	if (c >= 'A' && c <= 'Z')
 		return c - 'A';

@@ -19,6 +19,11 @@
  * not fit in cap bytes (nothing is written to out then).  out is not NUL-terminated. */
 int base64_decode(const char *in, size_t len, unsigned char *out, size_t cap, size_t *out_len_r);
 
+/* The value (0-63) of one character of the RFC 4648 table 1 alphabet, or -1 for any
+ * other character ("=" included: callers handle padding by position).  For the lenient
+ * decoders (MIME bodies) and the variants (modified UTF-7) built on the same table. */
+int base64_value(unsigned char c);
+
 /* Encodes in[0..len) into out as a NUL-terminated string, padded with "=".  Returns
  * the number of characters written (without the NUL), or 0 when cap is smaller than
  * BASE64_ENCODED_LEN(len) + 1 (out is then set to "" when cap > 0). */

@@ -11,6 +11,7 @@
 #include "msg/mime_private.h"
 
 #include "base/utf8.h"
+#include "msg/base64.h"
 
 #define MIME_CHUNK 4096
 
@@ -141,21 +142,6 @@ int mime_charset_append(struct buf *out, const char *charset, const char *s, siz
 	return rc;
 }
 
-static int mime_b64_value(unsigned char c)
-{
-	if (c >= 'A' && c <= 'Z')
-		return c - 'A';
-	if (c >= 'a' && c <= 'z')
-		return c - 'a' + 26;
-	if (c >= '0' && c <= '9')
-		return c - '0' + 52;
-	if (c == '+')
-		return 62;
-	if (c == '/')
-		return 63;
-	return -1;
-}
-
 /* RFC 2045 6.8: characters outside the alphabet are ignored; we also accept missing
  * padding and, after "=", a new quantum (concatenated encodings exist in the wild).
  * Unlike msg/base64 this must decode whatever a mailer produced. */
@@ -167,7 +153,7 @@ int mime_base64_append(struct buf *out, const char *s, size_t len)
 	int n = 0;
 
 	for (size_t i = 0; i <= len; i++) {
-		int d = i < len ? mime_b64_value((unsigned char)s[i]) : -2;
+		int d = i < len ? base64_value((unsigned char)s[i]) : -2;
 		if (o + 3 > sizeof(chunk)) {
 			if (buf_append(out, chunk, o) < 0)
 				return -1;
