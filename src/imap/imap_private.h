@@ -101,6 +101,9 @@ struct imap_view {
 	 * during FETCH/STORE/SEARCH): UIDs gone, ascending. */
 	uint32_t *gone;
 	size_t n_gone;
+	/* While not NULL, msgs belongs to this list shared with other sessions and must
+	 * not be written: imap_view_writable() makes the view's own copy first. */
+	struct imap_snapshot *shared;
 };
 
 struct imap_session {
@@ -168,6 +171,9 @@ void imap_view_close(struct imap_session *s);
  * in the SELECTED state and from IDLE; handlers that change the store call it too, to
  * announce their own changes.  MSTORE_OK or a failure (then the session says BYE). */
 int imap_view_sync(struct imap_session *s, struct imap_cmd *c, int allow_expunge);
+/* Makes view.msgs the session's own (copied from the shared list) before a change.
+ * 0, or -1 when out of memory (the caller leaves the view as it is). */
+int imap_view_writable(struct imap_session *s);
 /* Sequence number (1-based) of uid in the view, 0 when not there. */
 uint32_t imap_view_seq(const struct imap_session *s, uint32_t uid);
 /* The messages a sequence set or UID set argument names, as indexes into view.msgs
@@ -219,6 +225,7 @@ struct imap_server {
 	struct counter_table *auth_failures;
 	int own_auth_failures;
 	struct conn_server *conns;
+	struct imap_snapshots *snapshots; /* message lists shared by the sessions */
 	int n_sessions;
 	int freeing;                   /* imap_server_free() ran: the last session frees it */
 };
@@ -255,6 +262,21 @@ void imap_view_update(struct imap_session *s, const struct mstore_msg *msgs, siz
  * has. */
 void imap_view_expunged(struct imap_session *s, struct imap_cmd *c, const uint32_t *uids,
 			size_t n);
+/* ---- message lists shared by a worker's sessions (imap_snapshot.c) ------------------- */
+
+struct imap_snapshot;
+struct imap_snapshots;
+struct imap_snapshots *imap_snapshots_new(void);
+void imap_snapshots_free(struct imap_snapshots **c);
+/* The message list of box as of its last sync (what mstore_box_load gives), shared
+ * with the other sessions of this worker that see the mailbox of owner ("domain/user")
+ * in the same state.  *msgs_r is read-only and valid while *snap_r is held.  Any
+ * thread.  MSTORE_OK or a failure. */
+int imap_snapshot_get(struct imap_snapshots *c, const char *owner, struct mstore_box *box,
+		      struct imap_snapshot **snap_r, const struct mstore_msg **msgs_r, size_t *n_r,
+		      const char **error_r);
+void imap_snapshot_release(struct imap_snapshots *c, struct imap_snapshot **snap);
+
 /* 1 when uid is among v[0..n) (ascending): binary search. */
 int imap_uid_listed(const uint32_t *v, size_t n, uint32_t uid);
 /* Appends numbers (ascending) to out as a compressed set: "1:3,7,9:10". */

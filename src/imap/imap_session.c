@@ -993,6 +993,7 @@ static void session_closed_cb(void *session, const char *reason)
 
 static void server_free_now(struct imap_server *srv)
 {
+	imap_snapshots_free(&srv->snapshots);
 	if (srv->own_auth_failures)
 		counter_table_free(&srv->auth_failures);
 	free(srv);
@@ -1071,6 +1072,11 @@ struct imap_server *imap_server_new(struct event_base *base, struct pool *pool,
 			free(srv);
 			return NULL;
 		}
+	}
+	srv->snapshots = imap_snapshots_new();
+	if (srv->snapshots == NULL) {
+		server_free_now(srv);
+		return NULL;
 	}
 	struct conn_settings cs = {
 		.proto = "imap",

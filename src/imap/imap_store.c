@@ -68,8 +68,8 @@ void imap_view_expunged(struct imap_session *s, struct imap_cmd *c, const uint32
 	uint32_t *mine;
 	size_t k = 0;
 
-	if (n == 0 || v->n == 0)
-		return;
+	if (n == 0 || v->n == 0 || imap_view_writable(s) < 0)
+		return; /* imap_view_sync announces them the ordinary way */
 	mine = malloc(n * sizeof(*mine));
 	if (mine == NULL)
 		return; /* imap_view_sync will announce them the ordinary way */

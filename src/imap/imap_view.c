@@ -7,6 +7,7 @@
  * messages still in msgs, so that sequence numbers stay what the client believes. */
 #include "imap/imap_private.h"
 
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -87,8 +88,26 @@ static int gone_add(struct imap_view *v, const uint32_t *uids, size_t n)
 	return 0;
 }
 
+int imap_view_writable(struct imap_session *s)
+{
+	struct imap_view *v = &s->view;
+	if (v->shared == NULL)
+		return 0;
+	size_t cap = v->n + 16;
+	struct mstore_msg *own = malloc(cap * sizeof(*own));
+	if (own == NULL)
+		return -1;
+	if (v->n > 0)
+		memcpy(own, v->msgs, v->n * sizeof(*own));
+	imap_snapshot_release(s->srv->snapshots, &v->shared);
+	v->msgs = own;
+	v->cap = cap;
+	return 0;
+}
+
 static int view_append(struct imap_view *v, const struct mstore_msg *m)
 {
+	assert(v->shared == NULL); /* callers make the view writable first */
 	if (v->n == v->cap) {
 		size_t cap = v->cap ? v->cap * 2 : 64;
 		struct mstore_msg *p = realloc(v->msgs, cap * sizeof(*p));
@@ -107,13 +126,16 @@ int imap_view_open(struct imap_session *s, const char *name, int readonly, const
 {
 	struct imap_view *v = &s->view;
 	struct mstore_box *box = NULL;
-	struct mstore_msg *msgs = NULL;
+	struct imap_snapshot *shared = NULL;
+	const struct mstore_msg *msgs = NULL;
 	size_t n = 0;
+	char owner[sizeof(s->domain) + sizeof(s->localpart) + 2];
 	imap_view_close(s);
 	int st = mstore_box_open(s->store, name, readonly, &box, error_r);
 	if (st != MSTORE_OK)
 		return st;
-	st = mstore_box_load(box, &msgs, &n, error_r);
+	snprintf(owner, sizeof(owner), "%s/%s", s->domain, s->localpart);
+	st = imap_snapshot_get(s->srv->snapshots, owner, box, &shared, &msgs, &n, error_r);
 	if (st != MSTORE_OK) {
 		mstore_box_close(&box);
 		return st;
@@ -128,7 +150,8 @@ int imap_view_open(struct imap_session *s, const char *name, int readonly, const
 	for (size_t i = 0; i < n; i++)
 		if (msgs[i].modseq > v->highestmodseq)
 			v->highestmodseq = msgs[i].modseq;
-	v->msgs = msgs;
+	v->msgs = (struct mstore_msg *)msgs; /* read-only while shared */
+	v->shared = shared;
 	v->n = n;
 	v->cap = n;
 	v->gone = NULL;
@@ -141,7 +164,10 @@ void imap_view_close(struct imap_session *s)
 	struct imap_view *v = &s->view;
 	if (v->box != NULL)
 		mstore_box_close(&v->box);
-	free(v->msgs);
+	if (v->shared != NULL)
+		imap_snapshot_release(s->srv->snapshots, &v->shared);
+	else
+		free(v->msgs);
 	free(v->gone);
 	memset(v, 0, sizeof(*v));
 }
@@ -360,6 +386,8 @@ static void view_announce_gone(struct imap_session *s, struct imap_cmd *c)
 				imap_out_untagged(c, "%u EXPUNGE", seq);
 		}
 	}
+	if (imap_view_writable(s) < 0)
+		return; /* announced again at the next sync: better twice than wrong */
 	size_t w = 0;
 	for (size_t i = 0; i < v->n; i++)
 		if (!gone_has(v, v->msgs[i].uid))
@@ -373,6 +401,8 @@ static void view_announce_gone(struct imap_session *s, struct imap_cmd *c)
 void imap_view_update(struct imap_session *s, const struct mstore_msg *msgs, size_t n)
 {
 	struct imap_view *v = &s->view;
+	if (n == 0 || imap_view_writable(s) < 0)
+		return;
 	for (size_t i = 0; i < n; i++) {
 		int found;
 		size_t k = view_find(v, msgs[i].uid, &found);
@@ -392,6 +422,10 @@ static int view_diff_full(struct imap_session *s, uint32_t **changed, size_t *n_
 	struct imap_view *v = &s->view;
 	struct mstore_msg *all = NULL;
 	size_t n = 0;
+	if (imap_view_writable(s) < 0) {
+		*error_r = "out of memory";
+		return MSTORE_IO;
+	}
 	int st = mstore_box_load(v->box, &all, &n, error_r);
 	if (st != MSTORE_OK)
 		return st;
@@ -465,6 +499,11 @@ int imap_view_sync(struct imap_session *s, struct imap_cmd *c, int allow_expunge
 		} else {
 			if (n_ex > 0)
 				gone_add(v, ex, n_ex);
+			if (n_ch > 0 && imap_view_writable(s) < 0) {
+				free(ch);
+				free(ex);
+				return MSTORE_IO;
+			}
 			for (size_t i = 0; i < n_ch; i++) {
 				int found;
 				size_t k = view_find(v, ch[i].uid, &found);

@@ -943,13 +943,15 @@ int mail_index_sqlite_open(const char *path, struct mail_index **ix_r, const cha
 	}
 	sqlite3_extended_result_codes(sq->db, 1);
 	sqlite3_busy_timeout(sq->db, MAIL_INDEX_BUSY_MS);
-	/* synchronous=FULL: a UID handed out must survive a power cut, or the next
+	/* cache_size: every IMAP session holds a connection, so its page cache is per-session
+	 * memory; 2 MB covers the hot pages and the kernel's page cache does the rest.
+	 * synchronous=FULL: a UID handed out must survive a power cut, or the next
 	 * session could give the same UID to another message under the same
 	 * UIDVALIDITY. */
 	if (sqlite3_exec(sq->db,
 			 "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; "
 			 "PRAGMA foreign_keys = OFF; PRAGMA temp_store = MEMORY; "
-			 "PRAGMA cache_size = -16384;",
+			 "PRAGMA cache_size = -2048;",
 			 NULL, NULL, NULL) != SQLITE_OK) {
 		mail_index_fail(sq, error_r, "configure");
 		mail_index_close(&sq->ix);
