@@ -160,31 +160,23 @@ def prefix_header_names(prefix):
 
 
 # ---------------------------------------------------------------------------------
-# A small raw SMTP client: what smtplib refuses to do (pipelining by hand, broken
-# line ends, BDAT, STARTTLS injection, oversize lines).
+# Raw socket clients: what smtplib, imaplib and poplib refuse to do (pipelining by hand,
+# broken line ends, BDAT, STARTTLS injection, oversize lines, byte-exact answers).
 
-class Reply:
-    def __init__(self, code, lines):
-        self.code = code
-        self.lines = lines
-
-    @property
-    def text(self):
-        return "\n".join(self.lines)
-
-    @property
-    def enhanced(self):
-        m = re.match(r"(\d\.\d{1,3}\.\d{1,3})\b", self.lines[0] if self.lines else "")
-        return m.group(1) if m else None
-
-    def __repr__(self):
-        return "Reply(%d, %r)" % (self.code, self.lines)
+LITERAL_RE = re.compile(rb"~?\{(\d+)\}$")
 
 
-class RawSMTP:
+class RawConn:
+    """The socket plumbing the raw protocol clients share: a connection (TLS from the
+    start when tls), a read buffer, CRLF lines read within the timeout, and probes for
+    stray bytes and for the server closing.  Subclasses add the protocol: how the
+    greeting reads (read_greeting), replies, commands, STARTTLS (wrap_tls)."""
+
+    default_timeout = 10  # seconds, before T()
+
     def __init__(self, port, host="127.0.0.1", tls=False, timeout=None, source=None,
                  greeting=True):
-        self.timeout = timeout or T(10)
+        self.timeout = timeout or T(self.default_timeout)
         src = (source, 0) if source else None
         self.sock = socket.create_connection((host, port), timeout=self.timeout,
                                              source_address=src)
@@ -192,9 +184,11 @@ class RawSMTP:
         self.buf = b""
         self.tls = False
         if tls:
-            self.sock = client_ssl_context().wrap_socket(self.sock, server_hostname=HOSTNAME)
-            self.tls = True
-        self.greeting = self.reply() if greeting else None
+            self.wrap_tls()
+        self.greeting = self.read_greeting() if greeting else None
+
+    def read_greeting(self):
+        return self.read_line()
 
     def send(self, data):
         if isinstance(data, str):
@@ -202,60 +196,40 @@ class RawSMTP:
         self.sock.sendall(data)
 
     def _fill(self):
-        chunk = self.sock.recv(65536)
+        chunk = self.sock.recv(1 << 20)
         if not chunk:
             raise EOFError("server closed the connection")
         self.buf += chunk
 
-    def read_line(self):
-        deadline = time.monotonic() + self.timeout
-        while b"\r\n" not in self.buf:
-            if time.monotonic() > deadline:
-                raise socket.timeout("no complete line")
-            if len(self.buf) > 1 << 20:
-                raise AssertionError("reply line too long")
-            self._fill()
-        line, self.buf = self.buf.split(b"\r\n", 1)
-        return line
+    def read_line(self, literals=False):
+        """One line without its CRLF.  With literals (IMAP), a line ending in {n} or
+        ~{n} goes on with those n bytes and the line after them."""
+        out = b""
+        while True:
+            deadline = time.monotonic() + self.timeout
+            while b"\r\n" not in self.buf:
+                if time.monotonic() > deadline:
+                    raise socket.timeout("no complete line")
+                if len(self.buf) > 1 << 20:
+                    raise AssertionError("reply line too long")
+                self._fill()
+            line, self.buf = self.buf.split(b"\r\n", 1)
+            out += line
+            m = LITERAL_RE.search(line) if literals else None
+            if not m:
+                return out
+            n = int(m.group(1))
+            while len(self.buf) < n:
+                self._fill()
+            out += b"\r\n" + self.buf[:n]
+            self.buf = self.buf[n:]
 
-    def reply(self):
-        lines = []
-        for _ in range(1000):
-            raw = self.read_line().decode("utf-8", "replace")
-            m = re.match(r"^(\d{3})([ -]?)(.*)$", raw)
-            assert m, "malformed reply line %r" % raw
-            lines.append(m.group(3))
-            if m.group(2) != "-":
-                return Reply(int(m.group(1)), lines)
-        raise AssertionError("endless multi-line reply")
-
-    def cmd(self, line):
-        self.send(line + "\r\n")
-        return self.reply()
-
-    def ehlo(self, name="client.test"):
-        r = self.cmd("EHLO " + name)
-        assert r.code == 250, r
-        return r
-
-    def starttls(self):
-        r = self.cmd("STARTTLS")
-        assert r.code == 220, r
-        assert self.buf == b"", "server sent bytes after 220 to STARTTLS: %r" % self.buf
+    def wrap_tls(self):
+        """TLS on the connection, from the start or after the server's go-ahead to
+        STARTTLS/STLS: nothing may be buffered from the clear-text part."""
+        assert self.buf == b"", "server sent bytes before the TLS handshake: %r" % self.buf
         self.sock = client_ssl_context().wrap_socket(self.sock, server_hostname=HOSTNAME)
         self.tls = True
-        return r
-
-    def auth_plain(self, user, password):
-        tok = base64.b64encode(b"\0" + user.encode() + b"\0" + password.encode()).decode()
-        return self.cmd("AUTH PLAIN " + tok)
-
-    def send_data(self, msg):
-        """DATA with dot-stuffing; returns the reply to the end of data."""
-        r = self.cmd("DATA")
-        assert r.code == 354, r
-        self.send(dot_stuff(msg) + b".\r\n")
-        return self.reply()
 
     def pending(self, wait=0.3):
         """Bytes that arrive within `wait` seconds (nothing expected)."""
@@ -310,6 +284,66 @@ class RawSMTP:
 
     def __exit__(self, *exc):
         self.close()
+
+
+class Reply:
+    def __init__(self, code, lines):
+        self.code = code
+        self.lines = lines
+
+    @property
+    def text(self):
+        return "\n".join(self.lines)
+
+    @property
+    def enhanced(self):
+        m = re.match(r"(\d\.\d{1,3}\.\d{1,3})\b", self.lines[0] if self.lines else "")
+        return m.group(1) if m else None
+
+    def __repr__(self):
+        return "Reply(%d, %r)" % (self.code, self.lines)
+
+
+class RawSMTP(RawConn):
+    def read_greeting(self):
+        return self.reply()
+
+    def reply(self):
+        lines = []
+        for _ in range(1000):
+            raw = self.read_line().decode("utf-8", "replace")
+            m = re.match(r"^(\d{3})([ -]?)(.*)$", raw)
+            assert m, "malformed reply line %r" % raw
+            lines.append(m.group(3))
+            if m.group(2) != "-":
+                return Reply(int(m.group(1)), lines)
+        raise AssertionError("endless multi-line reply")
+
+    def cmd(self, line):
+        self.send(line + "\r\n")
+        return self.reply()
+
+    def ehlo(self, name="client.test"):
+        r = self.cmd("EHLO " + name)
+        assert r.code == 250, r
+        return r
+
+    def starttls(self):
+        r = self.cmd("STARTTLS")
+        assert r.code == 220, r
+        self.wrap_tls()
+        return r
+
+    def auth_plain(self, user, password):
+        tok = base64.b64encode(b"\0" + user.encode() + b"\0" + password.encode()).decode()
+        return self.cmd("AUTH PLAIN " + tok)
+
+    def send_data(self, msg):
+        """DATA with dot-stuffing; returns the reply to the end of data."""
+        r = self.cmd("DATA")
+        assert r.code == 354, r
+        self.send(dot_stuff(msg) + b".\r\n")
+        return self.reply()
 
 
 # ---------------------------------------------------------------------------------

@@ -10,14 +10,13 @@ import base64
 import imaplib
 import re
 import socket
-import ssl
 import subprocess
 import time
 
 import pytest
 
-from conftest import (BOB, DEMO, HOSTNAME, T, Tern, _finish, _running, client_ssl_context,
-                      free_port, make_message, message_id_of, uniq)
+from conftest import (BOB, DEMO, HOSTNAME, RawConn, T, Tern, _finish, _running,
+                      client_ssl_context, free_port, make_message, message_id_of, uniq)
 
 def imap_listeners():
     return [("mx", "smtp", "127.0.0.1:%d" % free_port()),
@@ -47,51 +46,12 @@ class Response:
         return "Response(%r, %r)" % (self.untagged, self.tagged)
 
 
-class RawIMAP:
-    def __init__(self, port, tls=False, timeout=None, greeting=True):
-        self.timeout = timeout or T(10)
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=self.timeout)
-        self.buf = b""
-        self.n = 0
-        if tls:
-            self.sock = client_ssl_context().wrap_socket(self.sock, server_hostname=HOSTNAME)
-        self.greeting = self.line() if greeting else None
-
-    # -- bytes ------------------------------------------------------------------------
-
-    def send(self, data):
-        if isinstance(data, str):
-            data = data.encode("utf-8")
-        self.sock.sendall(data)
-
-    def _fill(self):
-        chunk = self.sock.recv(65536)
-        if not chunk:
-            raise EOFError("server closed the connection")
-        self.buf += chunk
-
-    def raw_line(self):
-        deadline = time.monotonic() + self.timeout
-        while b"\r\n" not in self.buf:
-            if time.monotonic() > deadline:
-                raise socket.timeout("no complete line")
-            self._fill()
-        line, self.buf = self.buf.split(b"\r\n", 1)
-        return line
+class RawIMAP(RawConn):
+    n = 0  # the last tag number
 
     def line(self):
         """One response line with its literals inline."""
-        out = self.raw_line()
-        while True:
-            m = re.search(rb"\{(\d+)\}$", out)
-            if not m:
-                return out
-            n = int(m.group(1))
-            while len(self.buf) < n:
-                self._fill()
-            out += b"\r\n" + self.buf[:n]
-            self.buf = self.buf[n:]
-            out += self.raw_line()
+        return self.read_line(literals=True)
 
     # -- commands ---------------------------------------------------------------------
 
@@ -128,8 +88,7 @@ class RawIMAP:
     def starttls(self):
         r = self.cmd("STARTTLS")
         assert r.status == "OK", r
-        assert self.buf == b"", self.buf
-        self.sock = client_ssl_context().wrap_socket(self.sock, server_hostname=HOSTNAME)
+        self.wrap_tls()
         return r
 
     def login(self, user, password):
@@ -138,42 +97,6 @@ class RawIMAP:
     def auth_plain(self, user, password):
         tok = base64.b64encode(b"\0" + user.encode() + b"\0" + password.encode()).decode()
         return self.cmd("AUTHENTICATE PLAIN " + tok)
-
-    def is_closed(self, wait=None):
-        wait = wait or T(5)
-        deadline = time.monotonic() + wait
-        self.sock.settimeout(0.2)
-        try:
-            while time.monotonic() < deadline:
-                try:
-                    chunk = self.sock.recv(65536)
-                except socket.timeout:
-                    continue
-                except ssl.SSLError:
-                    return True
-                if not chunk:
-                    return True
-                self.buf += chunk
-        except (ConnectionResetError, BrokenPipeError, OSError):
-            return True
-        finally:
-            try:
-                self.sock.settimeout(self.timeout)
-            except OSError:
-                pass
-        return False
-
-    def close(self):
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def quote(s):
@@ -262,8 +185,7 @@ def test_starttls_discards_pipelined_input(it):
     with RawIMAP(it.ports["imap"]) as c:
         c.send("a STARTTLS\r\nb CAPABILITY\r\n")
         assert c.line() == b"a OK Begin TLS negotiation now"
-        assert c.buf == b""
-        c.sock = client_ssl_context().wrap_socket(c.sock, server_hostname=HOSTNAME)
+        c.wrap_tls()  # asserts that nothing answered "b CAPABILITY" in clear text
         r = c.cmd("NOOP")
         assert r.status == "OK"
         assert r.untagged == [], r  # nothing answers "b CAPABILITY"

@@ -10,12 +10,10 @@ response matter.  Every test uses its own account, filled by APPEND (and once by
 
 import imaplib
 import re
-import socket
-import time
 
 import pytest
 
-from conftest import DOMAIN, T, client_ssl_context, make_message, uniq
+from conftest import DOMAIN, RawConn, T, client_ssl_context, make_message, uniq
 
 
 MIXED = (b"From: Alice <alice@example.com>\r\n"
@@ -81,48 +79,21 @@ FORWARD = (b"From: x@example.com\r\n"
 # ---------------------------------------------------------------------------------
 # clients
 
-class Raw:
+class Raw(RawConn):
     """Commands as bytes in, (untagged lines with literals inline, tagged line) out."""
 
-    def __init__(self, port):
-        self.sock = client_ssl_context().wrap_socket(
-            socket.create_connection(("127.0.0.1", port), timeout=T(20)),
-            server_hostname="localhost")
-        self.buf = b""
-        self.n = 0
-        self.line()
-
-    def _fill(self):
-        chunk = self.sock.recv(1 << 20)
-        if not chunk:
-            raise EOFError("closed")
-        self.buf += chunk
-
-    def raw_line(self):
-        while b"\r\n" not in self.buf:
-            self._fill()
-        line, self.buf = self.buf.split(b"\r\n", 1)
-        return line
+    default_timeout = 20
+    n = 0  # the last tag number
 
     def line(self):
-        out = self.raw_line()
-        while True:
-            m = re.search(rb"~?\{(\d+)\}$", out)
-            if not m:
-                return out
-            n = int(m.group(1))
-            while len(self.buf) < n:
-                self._fill()
-            out += b"\r\n" + self.buf[:n]
-            self.buf = self.buf[n:]
-            out += self.raw_line()
+        return self.read_line(literals=True)
 
     def cmd(self, text):
         self.n += 1
         tag = b"r%d" % self.n
         if isinstance(text, str):
             text = text.encode()
-        self.sock.sendall(tag + b" " + text + b"\r\n")
+        self.send(tag + b" " + text + b"\r\n")
         untagged = []
         while True:
             line = self.line()
@@ -134,12 +105,6 @@ class Raw:
         u, t = self.cmd(text)
         assert t.startswith(b"OK"), (text, u, t)
         return u, t
-
-    def close(self):
-        try:
-            self.sock.close()
-        except OSError:
-            pass
 
 
 def new_user(t):
@@ -156,7 +121,7 @@ def login(t, addr):
 
 
 def raw_login(t, addr):
-    r = Raw(t.imaps_port)
+    r = Raw(t.imaps_port, tls=True)
     r.ok('LOGIN "%s" "%s"' % (addr, t.passwords[addr]))
     return r
 
@@ -353,7 +318,7 @@ def test_fetch_sections(box):
 
 def test_fetch_nonexistent_part_is_nil(box):
     t, addr, c = box
-    r = Raw(t.imaps_port)
+    r = Raw(t.imaps_port, tls=True)
     r.ok('LOGIN "%s" "%s"' % (addr, t.passwords[addr]))
     r.ok("EXAMINE INBOX")
     u, _ = r.ok("FETCH 1 (BODY.PEEK[7] BODY.PEEK[1.3])")
@@ -391,7 +356,7 @@ def test_peek_does_not_set_seen_but_body_does(box):
 
 def test_binary(box):
     t, addr, c = box
-    r = Raw(t.imaps_port)
+    r = Raw(t.imaps_port, tls=True)
     r.ok('LOGIN "%s" "%s"' % (addr, t.passwords[addr]))
     r.ok("EXAMINE INBOX")
     u, _ = r.ok("FETCH 2 (BINARY.PEEK[2] BINARY.SIZE[2] BINARY.PEEK[1.2] BINARY.SIZE[1.2])")

@@ -2,7 +2,6 @@
 `tern serve`, driven by Python's poplib, a raw socket and curl."""
 
 import base64
-import os
 import poplib
 import shutil
 import socket
@@ -12,7 +11,8 @@ import time
 
 import pytest
 
-from conftest import (DOMAIN, HOSTNAME, T, client_ssl_context, make_message, uniq, wait_for)
+from conftest import (DOMAIN, HOSTNAME, RawConn, T, client_ssl_context, make_message, uniq,
+                      wait_for)
 
 
 # ---------------------------------------------------------------------------------
@@ -83,31 +83,10 @@ def retr_bytes(p, n):
     return b"\r\n".join(lines) + b"\r\n", int(resp.split()[1])
 
 
-class RawPOP3:
+class RawPOP3(RawConn):
     """A raw client: pipelining by hand, byte-exact multi-line answers."""
 
-    def __init__(self, port, tls=False, timeout=None):
-        self.timeout = timeout or T(15)
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=self.timeout)
-        if tls:
-            self.sock = client_ssl_context().wrap_socket(self.sock, server_hostname=HOSTNAME)
-        self.buf = b""
-        self.greeting = self.line()
-
-    def send(self, data):
-        self.sock.sendall(data.encode() if isinstance(data, str) else data)
-
-    def _fill(self):
-        chunk = self.sock.recv(1 << 20)
-        if not chunk:
-            raise EOFError("server closed the connection")
-        self.buf += chunk
-
-    def line(self):
-        while b"\r\n" not in self.buf:
-            self._fill()
-        line, self.buf = self.buf.split(b"\r\n", 1)
-        return line
+    default_timeout = 15
 
     def multi(self):
         """The raw body of a multi-line answer, still dot-stuffed, up to the ".\\r\\n"."""
@@ -123,37 +102,12 @@ class RawPOP3:
 
     def cmd(self, line):
         self.send(line + "\r\n")
-        return self.line()
+        return self.read_line()
 
     def starttls(self):
         r = self.cmd("STLS")
         assert r.startswith(b"+OK"), r
-        assert self.buf == b""
-        self.sock = client_ssl_context().wrap_socket(self.sock, server_hostname=HOSTNAME)
-
-    def closed(self, wait=None):
-        deadline = time.monotonic() + (wait or T(5))
-        self.sock.settimeout(0.2)
-        try:
-            while time.monotonic() < deadline:
-                try:
-                    chunk = self.sock.recv(65536)
-                except socket.timeout:
-                    continue
-                except ssl.SSLError:
-                    return True
-                if not chunk:
-                    return True
-                self.buf += chunk
-        except OSError:
-            return True
-        return False
-
-    def close(self):
-        try:
-            self.sock.close()
-        except OSError:
-            pass
+        self.wrap_tls()
 
 
 def unstuff(body):
@@ -303,10 +257,9 @@ def test_login_throttle(make_tern):
 def test_stls_discards_pipelined_input(tern):
     c = RawPOP3(tern.pop3_port)
     c.send("STLS\r\nCAPA\r\n")
-    r = c.line()
+    r = c.read_line()
     assert r.startswith(b"+OK"), r
-    assert c.buf == b""
-    c.sock = client_ssl_context().wrap_socket(c.sock, server_hostname=HOSTNAME)
+    c.wrap_tls()  # asserts that nothing answered CAPA in clear text
     # The CAPA sent in the clear is gone: the next answer is to NOOP's -ERR (not
     # logged in) and nothing before it.
     r = c.cmd("NOOP")
@@ -346,8 +299,8 @@ def test_errors_unknown_syntax_long_line(tern):
     assert r.startswith(b"-ERR Line too long"), r
     assert c.cmd("NOOP") == b"+OK"
     c.send("QUIT\r\n")
-    assert c.line().startswith(b"+OK")
-    assert c.closed()
+    assert c.read_line().startswith(b"+OK")
+    assert c.is_closed()
     c.close()
 
 
@@ -356,9 +309,9 @@ def test_too_many_errors_closes(tern):
     for _ in range(19):
         assert c.cmd("BOGUS").startswith(b"-ERR")
     c.send("BOGUS\r\n")
-    assert c.line().startswith(b"-ERR")
-    assert c.line().startswith(b"-ERR Too many errors")
-    assert c.closed()
+    assert c.read_line().startswith(b"-ERR")
+    assert c.read_line().startswith(b"-ERR Too many errors")
+    assert c.is_closed()
     c.close()
 
 
@@ -534,16 +487,16 @@ def test_pipelining(tern):
     c = RawPOP3(tern.pop3s_port, tls=True)
     c.send("USER %s\r\nPASS %s\r\nSTAT\r\nLIST\r\nRETR 1\r\nNOOP\r\nQUIT\r\n"
            % (addr, tern.passwords[addr]))
-    assert c.line().startswith(b"+OK")
-    assert c.line() == b"+OK Logged in"
-    assert c.line() == b"+OK 1 %d" % len(s1)
-    assert c.line().startswith(b"+OK")
+    assert c.read_line().startswith(b"+OK")
+    assert c.read_line() == b"+OK Logged in"
+    assert c.read_line() == b"+OK 1 %d" % len(s1)
+    assert c.read_line().startswith(b"+OK")
     assert c.multi() == b"1 %d\r\n" % len(s1)
-    assert c.line() == b"+OK %d octets" % len(s1)
+    assert c.read_line() == b"+OK %d octets" % len(s1)
     assert unstuff(c.multi()) == s1
-    assert c.line() == b"+OK"
-    assert c.line().startswith(b"+OK")
-    assert c.closed()
+    assert c.read_line() == b"+OK"
+    assert c.read_line().startswith(b"+OK")
+    assert c.is_closed()
     c.close()
 
 
@@ -569,7 +522,7 @@ def test_large_message_intact(make_tern):
     assert c.cmd("PASS " + t.passwords[addr]) == b"+OK Logged in"
     c.send("RETR 1\r\n")
     time.sleep(1)
-    assert c.line() == b"+OK %d octets" % len(stored)
+    assert c.read_line() == b"+OK %d octets" % len(stored)
     assert unstuff(c.multi()) == stored
     c.cmd("QUIT")
     c.close()
@@ -582,9 +535,9 @@ def test_shutdown_says_goodbye(make_tern):
     c.cmd("USER " + addr)
     assert c.cmd("PASS " + t.passwords[addr]) == b"+OK Logged in"
     t.terminate()
-    r = c.line()
+    r = c.read_line()
     assert r == b"-ERR [SYS/TEMP] Server shutting down", r
-    assert c.closed()
+    assert c.is_closed()
     c.close()
     assert t.wait_exit(T(30)) is not None
 

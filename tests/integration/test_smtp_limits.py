@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from conftest import (started, BOB, DEMO, HOSTNAME, T, Tern, RawSMTP, _finish, client_ssl_context,
-                      make_message, message_id_of, run_threads, uniq, wait_for)
+from conftest import (started, BOB, DEMO, T, Tern, RawSMTP, _finish, make_message,
+                      message_id_of, run_threads, uniq, wait_for)
 
 MAX_SIZE = 100 * 1024
 MAX_RCPT = 10
@@ -190,7 +190,7 @@ def test_starttls_injection_discarded(tern, role, injected):
         assert r.code == 220, r
         # Nothing may answer the injected command in clear text.
         assert c.buf == b"", "plaintext reply to the injected command: %r" % c.buf
-        c.sock = client_ssl_context().wrap_socket(c.sock, server_hostname=HOSTNAME)
+        c.wrap_tls()
         # The first reply over TLS must be the one to HELP (214), not to the injection.
         r = c.cmd("HELP")
         assert r.code == 214, "first reply over TLS is %r: the injected %r ran" % (r, injected)
