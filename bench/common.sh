@@ -61,3 +61,39 @@ bench_prepare() {
 	[ -x "$TERN" ] || die "no tern binary at $TERN"
 	id postfix >/dev/null 2>&1 || die "user postfix missing (Debian's postfix package creates it)"
 }
+
+# ------------------------------------------------------------------ bench/imap.sh only
+# Dovecot's IMAP and POP3 servers (the peer of bench/imap.sh), in addition to what
+# install_deps installs.  Stops the system instance the package may start.
+install_imap_deps() {
+	local need=()
+	[ -x /usr/sbin/dovecot ] && [ -x /usr/lib/dovecot/imap ] || need+=(dovecot-imapd)
+	[ -x /usr/lib/dovecot/pop3 ] || need+=(dovecot-pop3d)
+	[ ${#need[@]} -eq 0 ] && return 0
+	[ "$(id -u)" -eq 0 ] || die "missing packages (${need[*]}); run as root to install them"
+	say "installing ${need[*]}"
+	DEBIAN_FRONTEND=noninteractive apt-get install -y "${need[@]}" >/dev/null ||
+		{ apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y "${need[@]}" >/dev/null; } ||
+		die "apt-get install ${need[*]} failed"
+	command -v invoke-rc.d >/dev/null && invoke-rc.d dovecot stop >/dev/null 2>&1 || true
+}
+
+# The system Dovecot instance (base_dir /run/dovecot, ports 110/143/993/995), when the
+# package started it: stopped, so that only the benchmark's own instance runs.
+stop_system_dovecot() {
+	local pid
+	pid=$(cat /run/dovecot/master.pid 2>/dev/null || true)
+	[ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
+	say "stopping the system Dovecot instance (pid $pid)"
+	if command -v systemctl >/dev/null && systemctl is-active --quiet dovecot 2>/dev/null; then
+		systemctl stop dovecot || true
+	else
+		timeout 30 /usr/sbin/dovecot stop >/dev/null 2>&1 || true
+	fi
+	local i
+	for i in $(seq 1 50); do
+		kill -0 "$pid" 2>/dev/null || return 0
+		sleep 0.2
+	done
+	die "the system Dovecot (pid $pid) did not stop"
+}

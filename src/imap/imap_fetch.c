@@ -481,6 +481,15 @@ static int fetch_msg_begin(struct imap_session *s, struct imap_cmd *c, struct fe
 			return -1;
 		}
 		fetch_set_cache(s, st, m->uid, k, &b);
+		if (k == FC_ENVELOPE) {
+			/* The header is at hand: what SEARCH FROM/TO/SUBJECT/SENT* match on too,
+			 * so that a search after this FETCH need not read every file again. */
+			struct buf f;
+			buf_init(&f, 0);
+			(void)imap_search_fields_cache(s, m->uid, st->map, hend, &st->cache_spent,
+						       &st->cache_count, &f);
+			buf_deinit(&f);
+		}
 	}
 
 	for (size_t i = 0; i < st->n_items; i++) {

@@ -277,6 +277,13 @@ int imap_snapshot_get(struct imap_snapshots *c, const char *owner, struct mstore
 		      const char **error_r);
 void imap_snapshot_release(struct imap_snapshots *c, struct imap_snapshot **snap);
 
+/* (imap_search.c) Builds into b the decoded header fields SEARCH matches (sent date,
+ * From, To, Cc, Bcc, Subject) from msg's header block [0, hend) and caches them for
+ * message uid (imap_cache_put with spent/count).  FETCH calls it when it reads a
+ * header for ENVELOPE anyway.  0 or -1 (out of memory). */
+int imap_search_fields_cache(struct imap_session *s, uint32_t uid, const char *msg,
+			     size_t hend, int64_t *spent, int *count, struct buf *b);
+
 /* 1 when uid is among v[0..n) (ascending): binary search. */
 int imap_uid_listed(const uint32_t *v, size_t n, uint32_t uid);
 /* Appends numbers (ascending) to out as a compressed set: "1:3,7,9:10". */

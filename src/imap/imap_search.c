@@ -581,23 +581,21 @@ static int search_fields_split(struct search_msg *x, size_t len)
 	return 0;
 }
 
-/* Builds the fields string from the header block and caches it. */
-static int search_fields_build(struct search_msg *x)
+int imap_search_fields_cache(struct imap_session *s, uint32_t uid, const char *msg,
+			     size_t hend, int64_t *spent, int *count, struct buf *b)
 {
-	struct buf b;
 	int64_t t;
 	int tz;
 
-	buf_init(&b, 0);
-	char *date = mime_header_get(x->msg, 0, x->hend, "Date");
+	char *date = mime_header_get(msg, 0, hend, "Date");
 	if (date != NULL && mime_date_parse(date, strlen(date), &t, &tz) == 0)
-		buf_printf(&b, "%lld", (long long)local_day(t, tz));
+		buf_printf(b, "%lld", (long long)local_day(t, tz));
 	else
-		buf_append(&b, "-", 1);
+		buf_append(b, "-", 1);
 	free(date);
 	for (int i = 0; i < SF_N; i++) {
-		buf_append(&b, "\x01", 1);
-		char *v = mime_header_get(x->msg, 0, x->hend, sf_names[i]);
+		buf_append(b, "\x01", 1);
+		char *v = mime_header_get(msg, 0, hend, sf_names[i]);
 		if (v == NULL)
 			continue;
 		char *d = mime_decode_words(v, strlen(v));
@@ -610,14 +608,26 @@ static int search_fields_build(struct search_msg *x)
 				d[j] = ' ';
 		}
 		imap_fold(d, d, dl);
-		buf_append(&b, d, dl);
+		buf_append(b, d, dl);
 		free(d);
 	}
-	if (b.data == NULL)
+	if (b->data == NULL)
 		return -1;
 	/* Best effort: without it the next search reads the header again. */
-	imap_cache_put(x->s, x->m->uid, SEARCH_FIELDS_CACHE, b.data, b.len, x->cache_spent,
-	               x->cache_count);
+	imap_cache_put(s, uid, SEARCH_FIELDS_CACHE, b->data, b->len, spent, count);
+	return 0;
+}
+
+/* Builds the fields string from the header block and caches it. */
+static int search_fields_build(struct search_msg *x)
+{
+	struct buf b;
+	buf_init(&b, 0);
+	if (imap_search_fields_cache(x->s, x->m->uid, x->msg, x->hend, x->cache_spent,
+				     x->cache_count, &b) < 0) {
+		buf_deinit(&b);
+		return -1;
+	}
 	x->fields = b.data;
 	return search_fields_split(x, b.len);
 }

@@ -386,6 +386,9 @@ static void job_work(void *arg)
 	case JOB_SYNC:
 		if (s->state == IMAP_ST_SELECTED && s->view.box != NULL) {
 			int allow = !(sc->c.def->flags & IMAP_CMD_NO_EXPUNGE) || sc->c.parsed.uid;
+			const char *error;
+			/* Strings the command cached (FETCH, SEARCH) go in one transaction. */
+			(void)mstore_box_cache_flush(s->view.box, &error);
 			if (imap_view_sync(s, &sc->c, allow) != MSTORE_OK)
 				sc->sync_failed = 1;
 		}

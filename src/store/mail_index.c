@@ -775,6 +775,26 @@ static int mail_index_cache_put(struct mail_index *ix, int64_t box, uint32_t uid
 	return r;
 }
 
+static int mail_index_cache_put_many(struct mail_index *ix, int64_t box,
+				     const struct mail_index_cache_put *puts, size_t n,
+				     const char **error_r)
+{
+	struct mail_index_sqlite *sq = SQ(ix);
+	/* As for one put: no fsync for strings that can be computed again; the next FULL
+	 * commit carries these frames to the disk with it. */
+	sqlite3_exec(sq->db, "PRAGMA synchronous = NORMAL", NULL, NULL, NULL);
+	int r = mail_index_begin(ix, 1, error_r);
+	for (size_t i = 0; r == 0 && i < n; i++)
+		r = mail_index_cache_put(ix, box, puts[i].uid, puts[i].field, puts[i].value,
+					 puts[i].len, error_r);
+	if (r == 0)
+		r = mail_index_commit(ix, error_r);
+	else
+		mail_index_rollback(ix);
+	sqlite3_exec(sq->db, "PRAGMA synchronous = FULL", NULL, NULL, NULL);
+	return r;
+}
+
 static int mail_index_cache_copy(struct mail_index *ix, int64_t from_box, uint32_t from_uid,
 				 int64_t to_box, uint32_t to_uid, const char **error_r)
 {
@@ -869,6 +889,7 @@ static const struct mail_index_ops mail_index_sqlite_ops = {
 	.keyword_add = mail_index_keyword_add,
 	.cache_get = mail_index_cache_get,
 	.cache_put = mail_index_cache_put,
+	.cache_put_many = mail_index_cache_put_many,
 	.cache_copy = mail_index_cache_copy,
 	.sub_set = mail_index_sub_set,
 	.sub_list = mail_index_sub_list,

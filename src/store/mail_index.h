@@ -67,6 +67,14 @@ struct mail_index;
 
 /* Every int function returns 0 (or the count/found value documented) or -1 with
  * *error_r. */
+/* One cached string to store (cache_put_many). */
+struct mail_index_cache_put {
+	uint32_t uid;
+	const char *field;
+	const void *value;
+	size_t len;
+};
+
 struct mail_index_ops {
 	const char *backend;
 	void (*close)(struct mail_index *ix);
@@ -137,6 +145,11 @@ struct mail_index_ops {
 			 char **value_r, size_t *len_r, const char **error_r);
 	int (*cache_put)(struct mail_index *ix, int64_t box, uint32_t uid, const char *field,
 			 const void *value, size_t len, const char **error_r);
+	/* Several puts in one transaction, without waiting for the disk (cached strings can
+	 * be computed again).  Not inside begin()..commit(). */
+	int (*cache_put_many)(struct mail_index *ix, int64_t box,
+			      const struct mail_index_cache_put *puts, size_t n,
+			      const char **error_r);
 	int (*cache_copy)(struct mail_index *ix, int64_t from_box, uint32_t from_uid,
 			  int64_t to_box, uint32_t to_uid, const char **error_r);
 

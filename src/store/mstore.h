@@ -207,6 +207,10 @@ int mstore_box_cache_get(struct mstore_box *box, uint32_t uid, const char *field
 			 char **value_r, size_t *len_r, const char **error_r);
 int mstore_box_cache_put(struct mstore_box *box, uint32_t uid, const char *field,
 			 const char *value, size_t len, const char **error_r);
+/* Puts are held back (at most 256 or 1 MB of them, visible to cache_get meanwhile) and
+ * written in one transaction: here, when the batch is full, and at mstore_box_close.
+ * A command that computed strings flushes when it ends. */
+int mstore_box_cache_flush(struct mstore_box *box, const char **error_r);
 
 /* ---- POP3 and administration ---------------------------------------------------------- */
 

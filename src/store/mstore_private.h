@@ -41,6 +41,10 @@ struct mstore_box {
 	int64_t seen_new_mtime;
 	int64_t seen_cur_mtime;
 	int seen_hot;                /* an mtime was too recent to trust */
+	/* Cached strings not written yet: they go in one transaction (see
+	 * mstore_box_cache_flush). */
+	struct mail_index_cache_put *pending;
+	size_t n_pending, pending_bytes;
 };
 
 /* Undo log of file operations, replayed backwards when the index transaction that

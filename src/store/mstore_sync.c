@@ -641,7 +641,13 @@ int mstore_box_open(struct mstore *st, const char *name, int readonly,
 
 void mstore_box_close(struct mstore_box **boxp)
 {
-	free(*boxp);
+	struct mstore_box *box = *boxp;
+	if (box == NULL)
+		return;
+	const char *error;
+	(void)mstore_box_cache_flush(box, &error); /* best effort: a cache */
+	free(box->pending);
+	free(box);
 	*boxp = NULL;
 }
 
@@ -1450,6 +1456,19 @@ int mstore_box_cache_get(struct mstore_box *box, uint32_t uid, const char *field
 			 char **value_r, size_t *len_r, const char **error_r)
 {
 	const char *ixerr = NULL;
+	for (size_t i = box->n_pending; i-- > 0;) {
+		const struct mail_index_cache_put *p = &box->pending[i];
+		if (p->uid != uid || strcmp(p->field, field) != 0)
+			continue;
+		char *v = malloc(p->len + 1);
+		if (v == NULL)
+			return mstore_fail(error_r, MSTORE_IO, "out of memory");
+		memcpy(v, p->value, p->len);
+		v[p->len] = '\0';
+		*value_r = v;
+		*len_r = p->len;
+		return 1;
+	}
 	int r = box->st->ix->ops->cache_get(box->st->ix, box->id, uid, field, value_r, len_r,
 					     &ixerr);
 	if (r < 0)
@@ -1457,11 +1476,52 @@ int mstore_box_cache_get(struct mstore_box *box, uint32_t uid, const char *field
 	return r;
 }
 
+/* Puts are held back and written together: one transaction per message would spend
+ * most of a first FETCH ENVELOPE on locking and writing the log. */
+#define MSTORE_CACHE_PENDING_MAX 256
+#define MSTORE_CACHE_PENDING_BYTES (1024 * 1024)
+
+static void mstore_cache_pending_clear(struct mstore_box *box)
+{
+	for (size_t i = 0; i < box->n_pending; i++) {
+		free((char *)box->pending[i].field);
+		free((void *)box->pending[i].value);
+	}
+	box->n_pending = 0;
+	box->pending_bytes = 0;
+}
+
+int mstore_box_cache_flush(struct mstore_box *box, const char **error_r)
+{
+	const char *ixerr = NULL;
+	if (box->n_pending == 0)
+		return MSTORE_OK;
+	int r = box->st->ix->ops->cache_put_many(box->st->ix, box->id, box->pending,
+						 box->n_pending, &ixerr);
+	mstore_cache_pending_clear(box);
+	return r < 0 ? mstore_ix_fail(error_r, ixerr) : MSTORE_OK;
+}
+
 int mstore_box_cache_put(struct mstore_box *box, uint32_t uid, const char *field,
 			 const char *value, size_t len, const char **error_r)
 {
-	const char *ixerr = NULL;
-	if (box->st->ix->ops->cache_put(box->st->ix, box->id, uid, field, value, len, &ixerr) < 0)
-		return mstore_ix_fail(error_r, ixerr);
+	if (box->pending == NULL) {
+		box->pending = calloc(MSTORE_CACHE_PENDING_MAX, sizeof(*box->pending));
+		if (box->pending == NULL)
+			return mstore_fail(error_r, MSTORE_IO, "out of memory");
+	}
+	char *f = strdup(field), *v = malloc(len + 1);
+	if (f == NULL || v == NULL) {
+		free(f);
+		free(v);
+		return mstore_fail(error_r, MSTORE_IO, "out of memory");
+	}
+	memcpy(v, value, len);
+	v[len] = '\0';
+	box->pending[box->n_pending++] = (struct mail_index_cache_put){ uid, f, v, len };
+	box->pending_bytes += len;
+	if (box->n_pending == MSTORE_CACHE_PENDING_MAX ||
+	    box->pending_bytes >= MSTORE_CACHE_PENDING_BYTES)
+		return mstore_box_cache_flush(box, error_r);
 	return MSTORE_OK;
 }
