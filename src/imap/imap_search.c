@@ -100,6 +100,8 @@ struct search_msg {
 	struct buf *scratch;
 	int64_t *cache_spent; /* the command's imap_cache_put account */
 	int *cache_count;
+	char *pre_fields;     /* the cached string read ahead for the whole mailbox, or NULL */
+	size_t pre_len;
 };
 
 static void skey_free(struct skey *k)
@@ -471,6 +473,8 @@ static void search_msg_release(struct search_msg *x)
 {
 	free(x->fields);
 	x->fields = NULL;
+	free(x->pre_fields);
+	x->pre_fields = NULL;
 	mime_free(&x->root);
 	if (x->mapped)
 		munmap(x->msg, x->len);
@@ -638,6 +642,16 @@ static int search_load(struct search_msg *x, enum search_level want, enum search
 {
 	if (want <= x->level)
 		return 0;
+	if (want == SL_FIELDS && x->pre_fields != NULL) {
+		x->fields = x->pre_fields;
+		x->pre_fields = NULL;
+		if (search_fields_split(x, x->pre_len) == 0) {
+			x->level = SL_FIELDS;
+			return 0;
+		}
+		free(x->fields);
+		x->fields = NULL;
+	}
 	if (want == SL_FIELDS) {
 		char *v = NULL;
 		size_t len = 0;
@@ -850,6 +864,55 @@ static int search_eval(struct search_msg *x, const struct skey *k)
 
 enum { RET_MIN = 1, RET_MAX = 2, RET_ALL = 4, RET_COUNT = 8 };
 
+/* The cached fields of every message of the view, read in one pass (a query per
+ * message would cost more than the matching). */
+struct search_preload {
+	const struct imap_view *v;
+	size_t next;
+	char **vals;
+	size_t *lens;
+};
+
+static int search_preload_cb(void *ctx, uint32_t uid, const void *value, size_t len)
+{
+	struct search_preload *p = ctx;
+	while (p->next < p->v->n && p->v->msgs[p->next].uid < uid)
+		p->next++;
+	if (p->next == p->v->n)
+		return 1;
+	if (p->v->msgs[p->next].uid != uid)
+		return 0;
+	char *copy = malloc(len + 1);
+	if (copy == NULL)
+		return 1; /* the rest are read one by one */
+	memcpy(copy, value, len);
+	copy[len] = '\0';
+	p->vals[p->next] = copy;
+	p->lens[p->next] = len;
+	return 0;
+}
+
+static void search_preload(struct imap_session *s, struct search_preload *p)
+{
+	const char *error;
+	memset(p, 0, sizeof(*p));
+	p->v = &s->view;
+	p->vals = calloc(s->view.n, sizeof(*p->vals));
+	p->lens = calloc(s->view.n, sizeof(*p->lens));
+	if (p->vals == NULL || p->lens == NULL ||
+	    mstore_box_cache_scan(s->view.box, SEARCH_FIELDS_CACHE, search_preload_cb, p,
+				  &error) != MSTORE_OK)
+		imap_session_log(s, LOG_LEVEL_DEBUG, "search: no read-ahead of cached fields");
+}
+
+static void search_preload_free(struct search_preload *p)
+{
+	for (size_t i = 0; p->vals != NULL && i < p->v->n; i++)
+		free(p->vals[i]);
+	free(p->vals);
+	free(p->lens);
+}
+
 enum imap_cmd_result imap_cmd_search(struct imap_session *s, struct imap_cmd *c)
 {
 	const struct imap_arg *args = c->parsed.args;
@@ -919,9 +982,18 @@ enum imap_cmd_result imap_cmd_search(struct imap_session *s, struct imap_cmd *c)
 	int failed = 0;
 	int64_t cache_spent = 0;
 	int cache_count = 0;
+	struct search_preload pre;
+	memset(&pre, 0, sizeof(pre));
+	if (max >= SL_FIELDS && s->view.n >= 32)
+		search_preload(s, &pre);
 	for (size_t k = 0; k < s->view.n; k++) {
 		struct search_msg x;
 		memset(&x, 0, sizeof(x));
+		if (pre.vals != NULL && pre.vals[k] != NULL) {
+			x.pre_fields = pre.vals[k];
+			x.pre_len = pre.lens[k];
+			pre.vals[k] = NULL;
+		}
 		x.s = s;
 		x.m = &s->view.msgs[k];
 		x.seq = (uint32_t)k + 1;
@@ -948,6 +1020,7 @@ enum imap_cmd_result imap_cmd_search(struct imap_session *s, struct imap_cmd *c)
 			top_modseq = x.m->modseq;
 	}
 	buf_deinit(&scratch);
+	search_preload_free(&pre);
 	skey_free(root);
 	if (failed)
 		imap_session_log(s, LOG_LEVEL_WARN, "search: some messages could not be read");

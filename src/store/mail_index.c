@@ -53,6 +53,7 @@ enum mail_index_stmt {
 	S_KW_GET,
 	S_KW_ADD,
 	S_CACHE_GET,
+	S_CACHE_SCAN,
 	S_CACHE_PUT,
 	S_CACHE_COPY,
 	S_SUB_ADD,
@@ -116,6 +117,8 @@ static const char *const mail_index_sql[S_COUNT] = {
 	[S_KW_GET] = "SELECT idx, name FROM keywords WHERE mailbox = ?1 ORDER BY idx",
 	[S_KW_ADD] = "INSERT INTO keywords(mailbox, idx, name) VALUES(?1, ?2, ?3)",
 	[S_CACHE_GET] = "SELECT value FROM cache WHERE mailbox = ?1 AND uid = ?2 AND field = ?3",
+	[S_CACHE_SCAN] = "SELECT uid, value FROM cache WHERE mailbox = ?1 AND field = ?2 "
+			 "ORDER BY uid",
 	/* Only for a message that exists, so that nothing outlives its message. */
 	[S_CACHE_PUT] = "INSERT OR REPLACE INTO cache(mailbox, uid, field, value) "
 			"SELECT ?1, ?2, ?3, ?4 WHERE EXISTS (SELECT 1 FROM messages "
@@ -745,6 +748,29 @@ static int mail_index_cache_get(struct mail_index *ix, int64_t box, uint32_t uid
 	return ret;
 }
 
+static int mail_index_cache_scan(struct mail_index *ix, int64_t box, const char *field,
+				 int (*cb)(void *ctx, uint32_t uid, const void *value, size_t len),
+				 void *ctx, const char **error_r)
+{
+	struct mail_index_sqlite *sq = SQ(ix);
+	sqlite3_stmt *s = mail_index_stmt(sq, S_CACHE_SCAN, error_r);
+	if (s == NULL)
+		return -1;
+	sqlite3_bind_int64(s, 1, box);
+	sqlite3_bind_text(s, 2, field, -1, SQLITE_STATIC);
+	int rc, ret = 0;
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		const void *v = sqlite3_column_blob(s, 1);
+		size_t len = (size_t)sqlite3_column_bytes(s, 1);
+		if (cb(ctx, (uint32_t)sqlite3_column_int64(s, 0), v != NULL ? v : "", len) != 0)
+			break;
+	}
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+		ret = mail_index_fail(sq, error_r, "scan cache");
+	mail_index_done(s);
+	return ret;
+}
+
 static int mail_index_cache_put(struct mail_index *ix, int64_t box, uint32_t uid,
 				const char *field, const void *value, size_t len,
 				const char **error_r)
@@ -890,6 +916,7 @@ static const struct mail_index_ops mail_index_sqlite_ops = {
 	.cache_get = mail_index_cache_get,
 	.cache_put = mail_index_cache_put,
 	.cache_put_many = mail_index_cache_put_many,
+	.cache_scan = mail_index_cache_scan,
 	.cache_copy = mail_index_cache_copy,
 	.sub_set = mail_index_sub_set,
 	.sub_list = mail_index_sub_list,

@@ -150,6 +150,10 @@ struct mail_index_ops {
 	int (*cache_put_many)(struct mail_index *ix, int64_t box,
 			      const struct mail_index_cache_put *puts, size_t n,
 			      const char **error_r);
+	/* Every cached value of field in the box, ascending UID: cb returns 0 to go on. */
+	int (*cache_scan)(struct mail_index *ix, int64_t box, const char *field,
+			  int (*cb)(void *ctx, uint32_t uid, const void *value, size_t len),
+			  void *ctx, const char **error_r);
 	int (*cache_copy)(struct mail_index *ix, int64_t from_box, uint32_t from_uid,
 			  int64_t to_box, uint32_t to_uid, const char **error_r);
 

@@ -207,6 +207,12 @@ int mstore_box_cache_get(struct mstore_box *box, uint32_t uid, const char *field
 			 char **value_r, size_t *len_r, const char **error_r);
 int mstore_box_cache_put(struct mstore_box *box, uint32_t uid, const char *field,
 			 const char *value, size_t len, const char **error_r);
+/* Every cached value of field in the box, ascending UID (one index read instead of one
+ * per message: SEARCH over a whole mailbox).  cb returns 0 to go on, 1 to stop; value
+ * is borrowed for the call. */
+int mstore_box_cache_scan(struct mstore_box *box, const char *field,
+			  int (*cb)(void *ctx, uint32_t uid, const void *value, size_t len),
+			  void *ctx, const char **error_r);
 /* Puts are held back (at most 256 or 1 MB of them, visible to cache_get meanwhile) and
  * written in one transaction: here, when the batch is full, and at mstore_box_close.
  * A command that computed strings flushes when it ends. */

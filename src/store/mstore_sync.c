@@ -1103,6 +1103,9 @@ static int mstore_msg_unlink(struct mstore_wtx *w, const char *base, uint32_t fl
 int mstore_box_expunge(struct mstore_box *box, const uint32_t *uids, size_t n,
 		       uint32_t **expunged_r, size_t *n_r, const char **error_r)
 {
+	const char *flush_error;
+	/* Held-back cached strings first: they must go (or go along) with the messages. */
+	(void)mstore_box_cache_flush(box, &flush_error);
 	struct mstore *st = box->st;
 	struct mail_index *ix = st->ix;
 	const char *ixerr = NULL;
@@ -1252,6 +1255,9 @@ int mstore_box_copy(struct mstore_box *box, const uint32_t *uids, size_t n, cons
 		    int move, uint32_t *dest_uidvalidity_r, uint32_t **src_uids_r,
 		    uint32_t **dest_uids_r, size_t *n_r, const char **error_r)
 {
+	const char *flush_error;
+	/* Held-back cached strings first: they must go (or go along) with the messages. */
+	(void)mstore_box_cache_flush(box, &flush_error);
 	struct mstore *st = box->st;
 	struct mail_index *ix = st->ix;
 	char norm[MSTORE_NAME_MAX], ddir[MSTORE_PATH_MAX];
@@ -1474,6 +1480,19 @@ int mstore_box_cache_get(struct mstore_box *box, uint32_t uid, const char *field
 	if (r < 0)
 		return mstore_ix_fail(error_r, ixerr);
 	return r;
+}
+
+int mstore_box_cache_scan(struct mstore_box *box, const char *field,
+			  int (*cb)(void *ctx, uint32_t uid, const void *value, size_t len),
+			  void *ctx, const char **error_r)
+{
+	const char *ixerr = NULL;
+	int st = mstore_box_cache_flush(box, error_r); /* what is held back counts too */
+	if (st != MSTORE_OK)
+		return st;
+	if (box->st->ix->ops->cache_scan(box->st->ix, box->id, field, cb, ctx, &ixerr) < 0)
+		return mstore_ix_fail(error_r, ixerr);
+	return MSTORE_OK;
 }
 
 /* Puts are held back and written together: one transaction per message would spend

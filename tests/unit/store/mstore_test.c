@@ -912,6 +912,62 @@ static void test_cache(void **state)
 	mstore_box_close(&box);
 }
 
+struct scan_seen {
+	uint32_t last;
+	size_t n;
+	int ordered;
+};
+
+static int scan_cb(void *ctx, uint32_t uid, const void *value, size_t len)
+{
+	struct scan_seen *seen = ctx;
+	char want[32];
+	snprintf(want, sizeof(want), "v%u", uid);
+	if (uid <= seen->last || len != strlen(want) || memcmp(value, want, len) != 0)
+		seen->ordered = 0;
+	seen->last = uid;
+	seen->n++;
+	return 0;
+}
+
+/* Puts are held back and written in batches: visible to get and scan before and after
+ * a batch is written, and written by close. */
+static void test_cache_batches(void **state)
+{
+	struct fixture *f = *state;
+	const char *err = NULL;
+	struct mstore_box *box;
+	for (int i = 0; i < 300; i++)
+		append(f->st, "INBOX", msg1, 0, NULL);
+	assert_int_equal(mstore_box_open(f->st, "INBOX", 0, &box, &err), MSTORE_OK);
+	for (uint32_t uid = 1; uid <= 300; uid++) {
+		char v[32];
+		snprintf(v, sizeof(v), "v%u", uid);
+		assert_int_equal(mstore_box_cache_put(box, uid, "f", v, strlen(v), &err), MSTORE_OK);
+	}
+	char *val;
+	size_t len;
+	/* 300 is past the first batch of 256: still held back, and found. */
+	assert_int_equal(mstore_box_cache_get(box, 300, "f", &val, &len, &err), 1);
+	assert_string_equal(val, "v300");
+	free(val);
+	struct scan_seen seen = { 0, 0, 1 };
+	assert_int_equal(mstore_box_cache_scan(box, "f", scan_cb, &seen, &err), MSTORE_OK);
+	assert_int_equal(seen.n, 300);
+	assert_true(seen.ordered);
+	assert_int_equal(mstore_box_cache_put(box, 7, "g", "late", 4, &err), MSTORE_OK);
+	mstore_box_close(&box);
+	/* A second handle (another session) reads what close wrote. */
+	struct mstore *st2;
+	assert_int_equal(mstore_open(f->root, "example.org", "alice", &st2, &err), MSTORE_OK);
+	assert_int_equal(mstore_box_open(st2, "INBOX", 1, &box, &err), MSTORE_OK);
+	assert_int_equal(mstore_box_cache_get(box, 7, "g", &val, &len, &err), 1);
+	assert_string_equal(val, "late");
+	free(val);
+	mstore_box_close(&box);
+	mstore_close(&st2);
+}
+
 static void test_pop3_lock(void **state)
 {
 	struct fixture *f = *state;
@@ -1077,6 +1133,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_copy_move, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_msg_open_after_rename, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cache, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_cache_batches, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pop3_lock, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reindex, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_names, setup, teardown),
