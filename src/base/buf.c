@@ -64,16 +64,30 @@ int buf_append_str(struct buf *b, const char *s)
 int buf_printf(struct buf *b, const char *fmt, ...)
 {
 	va_list ap;
+	/* Format straight into the free space; only when it does not fit (or would pass
+	 * the limit) grow and format again.  Output buffers call this per line. */
+	size_t room = b->cap > b->len ? b->cap - b->len : 0;
 	va_start(ap, fmt);
-	int n = vsnprintf(NULL, 0, fmt, ap);
+	int n = vsnprintf(room > 0 ? b->data + b->len : NULL, room, fmt, ap);
 	va_end(ap);
-	if (n < 0 || buf_reserve(b, (size_t)n) < 0)
-		return -1;
+	if (n < 0)
+		goto undo;
+	if ((size_t)n < room && (b->limit == 0 || b->len + (size_t)n <= b->limit)) {
+		b->len += (size_t)n;
+		return 0;
+	}
+	if (buf_reserve(b, (size_t)n) < 0)
+		goto undo;
 	va_start(ap, fmt);
 	vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
 	va_end(ap);
 	b->len += (size_t)n;
 	return 0;
+undo:
+	/* Nothing is appended on failure: the NUL goes back after the old contents. */
+	if (b->data != NULL)
+		b->data[b->len] = '\0';
+	return -1;
 }
 
 void buf_consume(struct buf *b, size_t n)
