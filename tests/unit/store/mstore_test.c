@@ -968,6 +968,77 @@ static void test_cache_batches(void **state)
 	mstore_close(&st2);
 }
 
+/* Loads of a large mailbox start from a checkpoint of the list and replay the changes
+ * since: the result must be what reading every row gives. */
+static void test_load_from_checkpoint(void **state)
+{
+	struct fixture *f = *state;
+	const char *err = NULL;
+	struct mstore_box *box;
+	for (int i = 0; i < 600; i++)
+		append(f->st, "INBOX", msg1, i % 7 == 0 ? MSTORE_F_SEEN : 0, NULL);
+	assert_int_equal(mstore_box_open(f->st, "INBOX", 0, &box, &err), MSTORE_OK);
+	struct mstore_msg *first, *second;
+	size_t n1, n2;
+	assert_int_equal(mstore_box_load(box, &first, &n1, &err), MSTORE_OK); /* writes it */
+	assert_int_equal(n1, 600);
+	/* Changes after the checkpoint: flags, expunges, a new message. */
+	uint32_t flag_uids[] = { 2, 300, 599 }, del_uids[] = { 10, 11, 450 };
+	struct mstore_msg *ch;
+	uint32_t *failed, *gone;
+	size_t n_ch, n_failed, n_gone;
+	assert_int_equal(mstore_box_store(box, flag_uids, 3, MSTORE_STORE_ADD, MSTORE_F_FLAGGED,
+					  NULL, 0, &ch, &n_ch, &failed, &n_failed, &err),
+			 MSTORE_OK);
+	free(ch);
+	free(failed);
+	assert_int_equal(mstore_box_store(box, del_uids, 3, MSTORE_STORE_ADD, MSTORE_F_DELETED,
+					  NULL, 0, &ch, &n_ch, &failed, &n_failed, &err),
+			 MSTORE_OK);
+	free(ch);
+	free(failed);
+	assert_int_equal(mstore_box_expunge(box, del_uids, 3, &gone, &n_gone, &err), MSTORE_OK);
+	assert_int_equal(n_gone, 3);
+	free(gone);
+	append(f->st, "INBOX", msg2, MSTORE_F_ANSWERED, NULL);
+	mstore_box_close(&box);
+
+	assert_int_equal(mstore_box_open(f->st, "INBOX", 0, &box, &err), MSTORE_OK);
+	assert_int_equal(mstore_box_load(box, &second, &n2, &err), MSTORE_OK);
+	assert_int_equal(n2, 600 - 3 + 1);
+	for (size_t i = 1; i < n2; i++)
+		assert_true(second[i - 1].uid < second[i].uid);
+	for (size_t i = 0; i < n2; i++) {
+		uint32_t uid = second[i].uid;
+		assert_true(uid != 10 && uid != 11 && uid != 450);
+		if (uid == 2 || uid == 300 || uid == 599)
+			assert_true(second[i].flags & MSTORE_F_FLAGGED);
+		else if (uid <= 600)
+			assert_false(second[i].flags & MSTORE_F_FLAGGED);
+		if (uid <= 600)
+			assert_int_equal(second[i].flags & MSTORE_F_SEEN,
+					 (uid - 1) % 7 == 0 ? MSTORE_F_SEEN : 0);
+	}
+	assert_int_equal(second[n2 - 1].uid, 601);
+	assert_int_equal(second[n2 - 1].flags, MSTORE_F_ANSWERED);
+	free(first);
+	free(second);
+	mstore_box_close(&box);
+
+	/* RENAME INBOX moves every message away: its checkpoint must not bring them back. */
+	assert_int_equal(mstore_rename(f->st, "INBOX", "Old", &err), MSTORE_OK);
+	assert_int_equal(mstore_box_open(f->st, "INBOX", 0, &box, &err), MSTORE_OK);
+	assert_int_equal(mstore_box_load(box, &second, &n2, &err), MSTORE_OK);
+	assert_int_equal(n2, 0);
+	free(second);
+	mstore_box_close(&box);
+	assert_int_equal(mstore_box_open(f->st, "Old", 0, &box, &err), MSTORE_OK);
+	assert_int_equal(mstore_box_load(box, &second, &n2, &err), MSTORE_OK);
+	assert_int_equal(n2, 598);
+	free(second);
+	mstore_box_close(&box);
+}
+
 static void test_pop3_lock(void **state)
 {
 	struct fixture *f = *state;
@@ -1134,6 +1205,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_msg_open_after_rename, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cache, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cache_batches, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_load_from_checkpoint, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pop3_lock, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reindex, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_names, setup, teardown),
