@@ -513,9 +513,9 @@ static int fetch_msg_begin(struct imap_session *s, struct imap_cmd *c, struct fe
 
 static void fetch_flags(struct imap_session *s, struct imap_cmd *c, const struct mstore_msg *m)
 {
-	imap_out(c, "FLAGS (");
+	imap_out_data(c, "FLAGS (", 7);
 	imap_view_flags(s, c, m);
-	imap_out(c, ")");
+	imap_out_data(c, ")", 1);
 }
 
 static void fetch_simple(struct imap_session *s, struct imap_cmd *c, struct fetch_state *st,
@@ -541,15 +541,15 @@ static void fetch_simple(struct imap_session *s, struct imap_cmd *c, struct fetc
 		imap_out(c, "MODSEQ (%llu)", (unsigned long long)m->modseq);
 		break;
 	case FI_ENVELOPE:
-		imap_out(c, "ENVELOPE ");
+		imap_out_data(c, "ENVELOPE ", 9);
 		imap_out_data(c, st->cached[FC_ENVELOPE], st->cached_len[FC_ENVELOPE]);
 		break;
 	case FI_BODYSTRUCTURE:
-		imap_out(c, "BODYSTRUCTURE ");
+		imap_out_data(c, "BODYSTRUCTURE ", 14);
 		imap_out_data(c, st->cached[FC_BODYSTRUCTURE], st->cached_len[FC_BODYSTRUCTURE]);
 		break;
 	case FI_BODY:
-		imap_out(c, "BODY ");
+		imap_out_data(c, "BODY ", 5);
 		imap_out_data(c, st->cached[FC_BODY], st->cached_len[FC_BODY]);
 		break;
 	case FI_BINARY_SIZE:
@@ -582,7 +582,7 @@ static void fetch_section_head(struct imap_cmd *c, struct fetch_state *st,
 {
 	imap_out(c, "%s ", fi->name);
 	if (d->nil) {
-		imap_out(c, "NIL");
+		imap_out_data(c, "NIL", 3);
 		return;
 	}
 	/* RFC 3516 4.3: binary data with NULs needs literal8. */
@@ -668,9 +668,9 @@ static void fetch_vanished(struct imap_session *s, struct imap_cmd *c, struct fe
 				gone[k++] = gone[i];
 		}
 		if (k > 0) {
-			imap_out(c, "* VANISHED (EARLIER) ");
+			imap_out_data(c, "* VANISHED (EARLIER) ", 21);
 			imap_out_set(&c->out, gone, k);
-			imap_out(c, "\r\n");
+			imap_out_data(c, "\r\n", 2);
 		}
 	}
 	free(changed);
@@ -738,7 +738,7 @@ static enum imap_cmd_result fetch_run(struct imap_session *s, struct imap_cmd *c
 			if (fi->kind == FI_UID && c->parsed.uid)
 				continue;
 			if (st->need_sep)
-				imap_out(c, " ");
+				imap_out_data(c, " ", 1);
 			st->need_sep = 1;
 			if (fi->kind != FI_SECTION) {
 				fetch_simple(s, c, st, fi, m);
@@ -748,7 +748,7 @@ static enum imap_cmd_result fetch_run(struct imap_session *s, struct imap_cmd *c
 			if (st->lit_active && !fetch_literal(c, st, d))
 				return IMAP_CMD_MORE;
 		}
-		imap_out(c, ")\r\n");
+		imap_out_data(c, ")\r\n", 3);
 		fetch_msg_release(st);
 		st->pos++;
 	}

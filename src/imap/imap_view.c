@@ -188,7 +188,9 @@ void imap_view_flags(struct imap_session *s, struct imap_cmd *c, const struct ms
 	int first = 1;
 	for (size_t i = 0; i < sizeof(system_flags) / sizeof(system_flags[0]); i++) {
 		if (m->flags & system_flags[i].bit) {
-			imap_out(c, "%s%s", first ? "" : " ", system_flags[i].name);
+			if (!first)
+				imap_out_data(c, " ", 1);
+			imap_out_data(c, system_flags[i].name, strlen(system_flags[i].name));
 			first = 0;
 		}
 	}
@@ -376,9 +378,9 @@ static void view_announce_gone(struct imap_session *s, struct imap_cmd *c)
 	if (v->n_gone == 0)
 		return;
 	if (s->qresync) {
-		imap_out(c, "* VANISHED ");
+		imap_out_data(c, "* VANISHED ", 11);
 		out_uid_set(c, v->gone, v->n_gone);
-		imap_out(c, "\r\n");
+		imap_out_data(c, "\r\n", 2);
 	} else {
 		for (size_t k = v->n_gone; k-- > 0;) {
 			uint32_t seq = imap_view_seq(s, v->gone[k]);
@@ -540,12 +542,12 @@ int imap_view_sync(struct imap_session *s, struct imap_cmd *c, int allow_expunge
 		imap_out(c, "* %zu FETCH (", k + 1);
 		if (s->qresync)
 			imap_out(c, "UID %u ", m->uid);
-		imap_out(c, "FLAGS (");
+		imap_out_data(c, "FLAGS (", 7);
 		imap_view_flags(s, c, m);
-		imap_out(c, ")");
+		imap_out_data(c, ")", 1);
 		if (s->condstore)
 			imap_out(c, " MODSEQ (%llu)", (unsigned long long)m->modseq);
-		imap_out(c, ")\r\n");
+		imap_out_data(c, ")\r\n", 3);
 	}
 	free(changed_uids);
 	return MSTORE_OK;
