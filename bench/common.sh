@@ -62,6 +62,51 @@ bench_prepare() {
 	id postfix >/dev/null 2>&1 || die "user postfix missing (Debian's postfix package creates it)"
 }
 
+# ------------------------------------------------------------------ the test DNS
+# The DNS packet watcher (every packet to or from port 53 on any interface, counted for
+# the whole run) and a loopback unbound that answers from its own local data and
+# nothing else (`local-zone: "." static`: it never recurses).  Arguments: the
+# local-data records ("NAME TTL IN TYPE DATA").  Sets UNBOUND_PORT, DNSWATCH_PID and
+# UNBOUND_PID (the caller's cleanup stops them).  Needs WORK, PY and LIB.
+start_test_dns() {
+	local i rr
+	UNBOUND_PORT=$("$PY" "$LIB" freeport)
+	"$PY" "$LIB" dnswatch "$WORK/dnswatch.json" "$UNBOUND_PORT" 2>"$WORK/dnswatch.err" &
+	DNSWATCH_PID=$!
+	for i in $(seq 1 50); do [ -e "$WORK/dnswatch.json.ready" ] && break; sleep 0.1; done
+	[ -e "$WORK/dnswatch.json.ready" ] || die "DNS watcher did not start: $(cat "$WORK/dnswatch.err")"
+	mkdir -p "$WORK/unbound"
+	{
+		printf 'server:\n'
+		printf '\t%s\n' "interface: 127.0.0.1" "port: $UNBOUND_PORT" "do-daemonize: no" \
+			"do-ip6: no" 'chroot: ""' 'username: ""' "directory: \"$WORK/unbound\"" \
+			"pidfile: \"$WORK/unbound/unbound.pid\"" "use-syslog: no" \
+			"logfile: \"$WORK/unbound/unbound.log\"" "verbosity: 1" \
+			"access-control: 127.0.0.0/8 allow" 'module-config: "iterator"' \
+			'local-zone: "." static'
+		for rr in "$@"; do printf '\tlocal-data: "%s"\n' "$rr"; done
+		printf 'remote-control:\n\tcontrol-enable: no\n'
+	} >"$WORK/unbound/unbound.conf"
+	/usr/sbin/unbound-checkconf "$WORK/unbound/unbound.conf" >/dev/null || die "bad unbound config"
+	/usr/sbin/unbound -c "$WORK/unbound/unbound.conf" >"$WORK/unbound/stdout" 2>&1 &
+	UNBOUND_PID=$!
+}
+
+# Waits (5 s at most) until the test DNS answers NAME TYPE; prints the answer.
+test_dns_answer() {
+	local i out
+	for i in $(seq 1 50); do
+		if out=$("$PY" "$LIB" dnsquery "$UNBOUND_PORT" "$1" "$2" 2>/dev/null); then
+			printf '%s\n' "$out"
+			return 0
+		fi
+		kill -0 "$UNBOUND_PID" 2>/dev/null ||
+			die "unbound exited: $(cat "$WORK/unbound/unbound.log" "$WORK/unbound/stdout")"
+		sleep 0.1
+	done
+	die "unbound on 127.0.0.1:$UNBOUND_PORT does not answer $1 $2"
+}
+
 # ------------------------------------------------------------------ bench/imap.sh only
 # Dovecot's IMAP and POP3 servers (the peer of bench/imap.sh), in addition to what
 # install_deps installs.  Stops the system instance the package may start.

@@ -170,44 +170,8 @@ py_step() { # script args...
 }
 
 # ------------------------------------------------------------------ DNS watch, test DNS
-UNBOUND_PORT=$(freeport)
-"$PY" "$LIB" dnswatch "$WORK/dnswatch.json" "$UNBOUND_PORT" 2>"$WORK/dnswatch.err" &
-DNSWATCH_PID=$!
-for i in $(seq 1 50); do [ -e "$WORK/dnswatch.json.ready" ] && break; sleep 0.1; done
-[ -e "$WORK/dnswatch.json.ready" ] || die "DNS watcher did not start: $(cat "$WORK/dnswatch.err")"
-
-mkdir -p "$WORK/unbound"
-cat >"$WORK/unbound/unbound.conf" <<EOF
-server:
-	interface: 127.0.0.1
-	port: $UNBOUND_PORT
-	do-daemonize: no
-	do-ip6: no
-	chroot: ""
-	username: ""
-	directory: "$WORK/unbound"
-	pidfile: "$WORK/unbound/unbound.pid"
-	use-syslog: no
-	logfile: "$WORK/unbound/unbound.log"
-	verbosity: 1
-	access-control: 127.0.0.0/8 allow
-	module-config: "iterator"
-	local-zone: "." static
-	local-data: "example.test. 300 IN MX 10 mx.example.test."
-	local-data: "mx.example.test. 300 IN A 127.0.0.1"
-remote-control:
-	control-enable: no
-EOF
-/usr/sbin/unbound-checkconf "$WORK/unbound/unbound.conf" >/dev/null || die "bad unbound config"
-/usr/sbin/unbound -c "$WORK/unbound/unbound.conf" >"$WORK/unbound/stdout" 2>&1 &
-UNBOUND_PID=$!
-DNS_OK=""
-for i in $(seq 1 50); do
-	if DNS_OK=$("$PY" "$LIB" dnsquery "$UNBOUND_PORT" example.test MX 2>/dev/null); then break; fi
-	kill -0 "$UNBOUND_PID" 2>/dev/null || die "unbound exited: $(cat "$WORK/unbound/unbound.log" "$WORK/unbound/stdout")"
-	sleep 0.1
-done
-[ -n "$DNS_OK" ] || die "unbound on 127.0.0.1:$UNBOUND_PORT does not answer"
+start_test_dns "example.test. 300 IN MX 10 mx.example.test." "mx.example.test. 300 IN A 127.0.0.1"
+DNS_OK=$(test_dns_answer example.test MX)
 say "test DNS: unbound on 127.0.0.1:$UNBOUND_PORT answers example.test MX: $DNS_OK"
 
 # ------------------------------------------------------------------ the messages

@@ -167,51 +167,13 @@ done
 LAST_IP=$((FIRST_IP + DOMAINS - 1))
 
 # ------------------------------------------------------------------ test DNS (unbound)
-UNBOUND_PORT=$(freeport)
-
-# Count every DNS packet the machine sends (any interface, port 53) for the whole run.
-"$PY" "$LIB" dnswatch "$WORK/dnswatch.json" "$UNBOUND_PORT" 2>"$WORK/dnswatch.err" &
-DNSWATCH_PID=$!
-for i in $(seq 1 50); do [ -e "$WORK/dnswatch.json.ready" ] && break; sleep 0.1; done
-[ -e "$WORK/dnswatch.json.ready" ] || die "DNS watcher did not start: $(cat "$WORK/dnswatch.err")"
-
-mkdir -p "$WORK/unbound"
-{
-	cat <<EOF
-server:
-	interface: 127.0.0.1
-	port: $UNBOUND_PORT
-	do-daemonize: no
-	do-ip6: no
-	chroot: ""
-	username: ""
-	directory: "$WORK/unbound"
-	pidfile: "$WORK/unbound/unbound.pid"
-	use-syslog: no
-	logfile: "$WORK/unbound/unbound.log"
-	verbosity: 1
-	access-control: 127.0.0.0/8 allow
-	module-config: "iterator"
-	local-zone: "." static
-EOF
-	for n in $(seq 0 $((DOMAINS - 1))); do
-		printf '\tlocal-data: "d%d.test. 300 IN MX 10 mx.d%d.test."\n' "$n" "$n"
-		printf '\tlocal-data: "mx.d%d.test. 300 IN A 127.0.0.%d"\n' "$n" $((FIRST_IP + n))
-	done
-	printf 'remote-control:\n\tcontrol-enable: no\n'
-} >"$WORK/unbound/unbound.conf"
-/usr/sbin/unbound-checkconf "$WORK/unbound/unbound.conf" >/dev/null || die "bad unbound config"
-/usr/sbin/unbound -c "$WORK/unbound/unbound.conf" >"$WORK/unbound/stdout" 2>&1 &
-UNBOUND_PID=$!
-DNS_OK=""
-for i in $(seq 1 50); do
-	if DNS_OK=$("$PY" "$LIB" dnsquery "$UNBOUND_PORT" d0.test MX 2>/dev/null); then break; fi
-	kill -0 "$UNBOUND_PID" 2>/dev/null || die "unbound exited: $(cat "$WORK/unbound/unbound.log" "$WORK/unbound/stdout")"
-	sleep 0.1
+DNS_RRS=()
+for n in $(seq 0 $((DOMAINS - 1))); do
+	DNS_RRS+=("d$n.test. 300 IN MX 10 mx.d$n.test." "mx.d$n.test. 300 IN A 127.0.0.$((FIRST_IP + n))")
 done
-[ -n "$DNS_OK" ] || die "unbound on 127.0.0.1:$UNBOUND_PORT does not answer"
-DNS_LAST=$("$PY" "$LIB" dnsquery "$UNBOUND_PORT" "mx.d$((DOMAINS - 1)).test" A) ||
-	die "unbound does not answer mx.d$((DOMAINS - 1)).test A"
+start_test_dns "${DNS_RRS[@]}"
+DNS_OK=$(test_dns_answer d0.test MX)
+DNS_LAST=$(test_dns_answer "mx.d$((DOMAINS - 1)).test" A)
 say "test DNS: unbound on 127.0.0.1:$UNBOUND_PORT: d0.test $DNS_OK; mx.d$((DOMAINS - 1)).test $DNS_LAST"
 
 # ------------------------------------------------------------------ tern
