@@ -2,10 +2,10 @@
  *
  * A selected mailbox needs its whole message list (UID, flags, MODSEQ, size, date per
  * message: 48 bytes each).  Mail clients keep several connections open on the same
- * mailboxes, and phones reconnect all day; loading the list for each of them costs a
- * scan of the index (50 ms and 5 MB at 100,000 messages) per SELECT and per session.
- * So a list loaded by one session is kept here and handed, read-only, to every other
- * session of this worker that opens the same mailbox in the same state (same
+ * mailboxes, and phones reconnect all day.  The store hands out the list mapped from
+ * the mailbox's list file when it can (mstore_box_list); either way a list one session
+ * got is kept here and handed, read-only, to every other session of this worker that
+ * opens the same mailbox in the same state (same
  * UIDVALIDITY, HIGHESTMODSEQ, UIDNEXT and count: any change to a mailbox moves one of
  * them).  A session copies the list before its view first diverges (imap_view.c).
  *
@@ -26,7 +26,8 @@ struct imap_snapshot {
 	size_t key_len;
 	uint32_t uidvalidity, uidnext;
 	uint64_t highestmodseq;
-	struct mstore_msg *msgs;
+	struct mstore_list *list;      /* the store's list (often a mapped file) */
+	const struct mstore_msg *msgs;
 	size_t n;
 	int refs;                      /* sessions holding it, plus one while in the table */
 	int in_table;
@@ -53,7 +54,7 @@ struct imap_snapshots *imap_snapshots_new(void)
 static void snap_free(struct imap_snapshot *sn)
 {
 	free(sn->key);
-	free(sn->msgs);
+	mstore_list_free(&sn->list);
 	free(sn);
 }
 
@@ -164,20 +165,22 @@ int imap_snapshot_get(struct imap_snapshots *c, const char *owner, struct mstore
 
 	/* Loaded without the lock: other sessions go on meanwhile. */
 	struct mstore_mailbox state = *info;
-	struct mstore_msg *msgs = NULL;
-	size_t n = 0;
-	int st = mstore_box_load(box, &msgs, &n, error_r);
+	struct mstore_list *list = NULL;
+	int st = mstore_box_list(box, &list, error_r);
 	if (st != MSTORE_OK) {
 		free(key);
 		return st;
 	}
+	size_t n = 0;
+	const struct mstore_msg *msgs = mstore_list_msgs(list, &n);
 	sn = calloc(1, sizeof(*sn));
 	if (sn == NULL) {
 		free(key);
-		free(msgs);
+		mstore_list_free(&list);
 		*error_r = "out of memory";
 		return MSTORE_IO;
 	}
+	sn->list = list;
 	sn->key = key;
 	sn->key_len = key_len;
 	sn->uidvalidity = state.uidvalidity;

@@ -12,7 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#define MAIL_INDEX_SCHEMA_VERSION 2 /* 2: msgsnap */
+#define MAIL_INDEX_SCHEMA_VERSION 3 /* 3: no msgsnap (list files instead) */
 /* Long enough for a writer importing a large new/ (or an fsync on a slow disk) to
  * finish; IMAP clients wait longer than this before they give up. */
 #define MAIL_INDEX_BUSY_MS 10000
@@ -53,9 +53,6 @@ enum mail_index_stmt {
 	S_KW_GET,
 	S_KW_ADD,
 	S_CACHE_GET,
-	S_SNAP_GET,
-	S_SNAP_PUT,
-	S_SNAP_DROP,
 	S_CACHE_SCAN,
 	S_CACHE_PUT,
 	S_CACHE_COPY,
@@ -120,10 +117,6 @@ static const char *const mail_index_sql[S_COUNT] = {
 	[S_KW_GET] = "SELECT idx, name FROM keywords WHERE mailbox = ?1 ORDER BY idx",
 	[S_KW_ADD] = "INSERT INTO keywords(mailbox, idx, name) VALUES(?1, ?2, ?3)",
 	[S_CACHE_GET] = "SELECT value FROM cache WHERE mailbox = ?1 AND uid = ?2 AND field = ?3",
-	[S_SNAP_GET] = "SELECT modseq, recsize, data FROM msgsnap WHERE mailbox = ?1",
-	[S_SNAP_PUT] = "INSERT OR REPLACE INTO msgsnap(mailbox, modseq, recsize, data) "
-		       "VALUES(?1, ?2, ?3, ?4)",
-	[S_SNAP_DROP] = "DELETE FROM msgsnap WHERE mailbox = ?1",
 	[S_CACHE_SCAN] = "SELECT uid, value FROM cache WHERE mailbox = ?1 AND field = ?2 "
 			 "ORDER BY uid",
 	/* Only for a message that exists, so that nothing outlives its message. */
@@ -178,9 +171,7 @@ static const char mail_index_schema[] =
 	" mailbox INTEGER NOT NULL, uid INTEGER NOT NULL, field TEXT NOT NULL, value BLOB,"
 	" PRIMARY KEY (mailbox, uid, field)) WITHOUT ROWID;"
 	"CREATE TABLE IF NOT EXISTS subscriptions (name TEXT PRIMARY KEY) WITHOUT ROWID;"
-	"CREATE TABLE IF NOT EXISTS msgsnap ("
-	" mailbox INTEGER PRIMARY KEY, modseq INTEGER NOT NULL, recsize INTEGER NOT NULL,"
-	" data BLOB NOT NULL);";
+	"DROP TABLE IF EXISTS msgsnap;";
 
 struct mail_index_sqlite {
 	struct mail_index ix; /* first: the ops pointer mstore sees */
@@ -481,7 +472,6 @@ static int mail_index_box_clear(struct mail_index *ix, int64_t id, int drop, con
 {
 	struct mail_index_sqlite *sq = SQ(ix);
 	if (mail_index_exec_ids(sq, S_CLEAR_MSGS, id, 0, 1, error_r) < 0 ||
-	    mail_index_exec_ids(sq, S_SNAP_DROP, id, 0, 1, error_r) < 0 ||
 	    mail_index_exec_ids(sq, S_CLEAR_EXPUNGED, id, 0, 1, error_r) < 0 ||
 	    mail_index_exec_ids(sq, S_CLEAR_KEYWORDS, id, 0, 1, error_r) < 0 ||
 	    mail_index_exec_ids(sq, S_CLEAR_CACHE, id, 0, 1, error_r) < 0)
@@ -496,8 +486,6 @@ static int mail_index_box_move_messages(struct mail_index *ix, int64_t from, int
 {
 	struct mail_index_sqlite *sq = SQ(ix);
 	if (mail_index_exec_ids(sq, S_MOVE_MSGS, from, to, 2, error_r) < 0 ||
-	    mail_index_exec_ids(sq, S_SNAP_DROP, from, 0, 1, error_r) < 0 ||
-	    mail_index_exec_ids(sq, S_SNAP_DROP, to, 0, 1, error_r) < 0 ||
 	    mail_index_exec_ids(sq, S_CLEAR_KEYWORDS, to, 0, 1, error_r) < 0 ||
 	    mail_index_exec_ids(sq, S_MOVE_KEYWORDS, from, to, 2, error_r) < 0 ||
 	    mail_index_exec_ids(sq, S_MOVE_CACHE, from, to, 2, error_r) < 0)
@@ -761,57 +749,6 @@ static int mail_index_cache_get(struct mail_index *ix, int64_t box, uint32_t uid
 	return ret;
 }
 
-static int mail_index_snap_get(struct mail_index *ix, int64_t box, void **data_r, size_t *len_r,
-			       size_t *recsize_r, uint64_t *modseq_r, const char **error_r)
-{
-	struct mail_index_sqlite *sq = SQ(ix);
-	sqlite3_stmt *s = mail_index_stmt(sq, S_SNAP_GET, error_r);
-	if (s == NULL)
-		return -1;
-	sqlite3_bind_int64(s, 1, box);
-	int rc = sqlite3_step(s), ret = 0;
-	if (rc == SQLITE_ROW) {
-		size_t len = (size_t)sqlite3_column_bytes(s, 2);
-		const void *v = sqlite3_column_blob(s, 2);
-		void *copy = malloc(len ? len : 1);
-		if (copy == NULL) {
-			ret = mail_index_fail(sq, error_r, "out of memory for a checkpoint");
-		} else {
-			if (len > 0)
-				memcpy(copy, v, len);
-			*data_r = copy;
-			*len_r = len;
-			*modseq_r = (uint64_t)sqlite3_column_int64(s, 0);
-			*recsize_r = (size_t)sqlite3_column_int64(s, 1);
-			ret = 1;
-		}
-	} else if (rc != SQLITE_DONE) {
-		ret = mail_index_fail(sq, error_r, "read checkpoint");
-	}
-	mail_index_done(s);
-	return ret;
-}
-
-static int mail_index_snap_put(struct mail_index *ix, int64_t box, uint64_t modseq,
-			       size_t recsize, const void *data, size_t len, const char **error_r)
-{
-	struct mail_index_sqlite *sq = SQ(ix);
-	if (len > INT32_MAX)
-		return 0; /* not worth a checkpoint: loaded row by row */
-	sqlite3_stmt *s = mail_index_stmt(sq, S_SNAP_PUT, error_r);
-	if (s == NULL)
-		return -1;
-	sqlite3_bind_int64(s, 1, box);
-	sqlite3_bind_int64(s, 2, (sqlite3_int64)modseq);
-	sqlite3_bind_int64(s, 3, (sqlite3_int64)recsize);
-	sqlite3_bind_blob(s, 4, len > 0 ? data : "", (int)len, SQLITE_STATIC);
-	/* Like cached strings: can be rebuilt, so no fsync of its own. */
-	sqlite3_exec(sq->db, "PRAGMA synchronous = NORMAL", NULL, NULL, NULL);
-	int r = mail_index_exec_stmt(sq, s, "write checkpoint", error_r);
-	sqlite3_exec(sq->db, "PRAGMA synchronous = FULL", NULL, NULL, NULL);
-	return r;
-}
-
 static int mail_index_cache_scan(struct mail_index *ix, int64_t box, const char *field,
 				 int (*cb)(void *ctx, uint32_t uid, const void *value, size_t len),
 				 void *ctx, const char **error_r)
@@ -981,8 +918,6 @@ static const struct mail_index_ops mail_index_sqlite_ops = {
 	.cache_put = mail_index_cache_put,
 	.cache_put_many = mail_index_cache_put_many,
 	.cache_scan = mail_index_cache_scan,
-	.snap_get = mail_index_snap_get,
-	.snap_put = mail_index_snap_put,
 	.cache_copy = mail_index_cache_copy,
 	.sub_set = mail_index_sub_set,
 	.sub_list = mail_index_sub_list,

@@ -150,15 +150,6 @@ struct mail_index_ops {
 	int (*cache_put_many)(struct mail_index *ix, int64_t box,
 			      const struct mail_index_cache_put *puts, size_t n,
 			      const char **error_r);
-	/* A checkpoint of the box's message list (mstore_box_load reads it and applies the
-	 * changes since its modseq instead of reading every row).  get: 1 with *data_r
-	 * (caller's, free()), 0 when there is none.  put: own transaction, no fsync (it can
-	 * be rebuilt).  box_clear and box_move_messages drop the checkpoints they make
-	 * wrong. */
-	int (*snap_get)(struct mail_index *ix, int64_t box, void **data_r, size_t *len_r,
-			size_t *recsize_r, uint64_t *modseq_r, const char **error_r);
-	int (*snap_put)(struct mail_index *ix, int64_t box, uint64_t modseq, size_t recsize,
-			const void *data, size_t len, const char **error_r);
 	/* Every cached value of field in the box, ascending UID: cb returns 0 to go on. */
 	int (*cache_scan)(struct mail_index *ix, int64_t box, const char *field,
 			  int (*cb)(void *ctx, uint32_t uid, const void *value, size_t len),

@@ -162,6 +162,15 @@ int mstore_box_sync(struct mstore_box *box, const char **error_r);
 /* Every message, ascending UID, as of the last sync.  *msgs_r is the caller's (free()). */
 int mstore_box_load(struct mstore_box *box, struct mstore_msg **msgs_r, size_t *n_r,
 		    const char **error_r);
+/* The same list, read-only and possibly shared: mapped from the mailbox's list file when
+ * that is current (no copy, the same pages for every process), else made for the
+ * caller.  Valid until mstore_list_free; it does not follow later changes (use
+ * mstore_box_changes).  MSTORE_OK or a failure. */
+struct mstore_list;
+int mstore_box_list(struct mstore_box *box, struct mstore_list **list_r, const char **error_r);
+const struct mstore_msg *mstore_list_msgs(const struct mstore_list *list, size_t *n_r);
+void mstore_list_free(struct mstore_list **list);
+
 /* What changed after modseq since: messages added or changed (modseq > since, ascending
  * UID) and UIDs expunged (ascending).  Both arrays are the caller's (free()); either may
  * be NULL with a count of 0.  Expunged UIDs are remembered for QRESYNC; when they have

@@ -47,6 +47,18 @@ struct mstore_box {
 	size_t n_pending, pending_bytes;
 };
 
+/* A growing array of messages, filled by mail_index msg_each (mstore_msgvec_cb). */
+struct mstore_msgvec {
+	struct mstore_msg *v;
+	size_t n, cap;
+};
+int mstore_msgvec_cb(void *ctx, const struct mail_index_msg *msg);
+
+/* (mstore_list.c) Every row of the box below the last sync's UIDNEXT, read from the
+ * index (the slow way: a row at a time).  *msgs_r is the caller's. */
+int mstore_box_read_all(struct mstore_box *box, struct mstore_msg **msgs_r, size_t *n_r,
+			const char **error_r);
+
 /* Undo log of file operations, replayed backwards when the index transaction that
  * they belong to fails, so that the files stay what the index says. */
 enum mstore_undo_kind { MSTORE_UNDO_UNLINK, MSTORE_UNDO_RENAME, MSTORE_UNDO_RMTREE };

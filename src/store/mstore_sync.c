@@ -688,12 +688,7 @@ int mstore_box_poll(struct mstore_box *box, const char **error_r)
 
 /* ---- reading -------------------------------------------------------------------------- */
 
-struct mstore_msgvec {
-	struct mstore_msg *v;
-	size_t n, cap;
-};
-
-static int mstore_msgvec_cb(void *ctx, const struct mail_index_msg *msg)
+int mstore_msgvec_cb(void *ctx, const struct mail_index_msg *msg)
 {
 	struct mstore_msgvec *mv = ctx;
 	if (mv->n == mv->cap) {
@@ -708,90 +703,14 @@ static int mstore_msgvec_cb(void *ctx, const struct mail_index_msg *msg)
 	return 0;
 }
 
-/* A mailbox's message list from its checkpoint plus the changes since: a warm SELECT of
- * 100,000 messages reads one blob and a few rows instead of 100,000 rows.  The result is
- * what a full read gives (current rows below UIDNEXT): rows changed since the
- * checkpoint replace theirs, expunged ones go.  MSTORE_OK, or MSTORE_NOT_FOUND when the
- * checkpoint cannot be used (none, another layout, older than the remembered
- * expunges, or more changes than it saves). */
-#define MSTORE_SNAP_MIN 512 /* smaller lists are read row by row */
-
-static int mstore_box_load_snap(struct mstore_box *box, struct mstore_msg **msgs_r,
-				size_t *n_r)
-{
-	struct mail_index *ix = box->st->ix;
-	const char *ixerr = NULL;
-	void *data = NULL;
-	size_t len = 0, recsize = 0;
-	uint64_t modseq = 0;
-	if (ix->ops->snap_get(ix, box->id, &data, &len, &recsize, &modseq, &ixerr) != 1)
-		return MSTORE_NOT_FOUND;
-	const struct mstore_msg *base = data;
-	size_t n0 = recsize == sizeof(*base) ? len / recsize : 0;
-	if (n0 == 0 || len % recsize != 0 || modseq < box->expunged_floor ||
-	    modseq > box->info.highestmodseq) {
-		free(data);
-		return MSTORE_NOT_FOUND;
-	}
-	struct mstore_msgvec ch = { NULL, 0, 0 };
-	uint32_t *ex = NULL;
-	size_t n_ex = 0;
-	struct mail_index_query q = { .uid_min = 1, .uid_max = box->info.uidnext - 1,
-				      .modseq_min = modseq + 1, .modseq_max = UINT64_MAX,
-				      .by_modseq = 1 };
-	if (ix->ops->msg_each(ix, box->id, &q, mstore_msgvec_cb, &ch, &ixerr) < 0 ||
-	    ix->ops->expunged_list(ix, box->id, modseq, UINT64_MAX, &ex, &n_ex, &ixerr) < 0 ||
-	    ch.n + n_ex > n0 / 4 + 64) {
-		free(ch.v);
-		free(ex);
-		free(data);
-		return MSTORE_NOT_FOUND;
-	}
-	struct mstore_msg *out = malloc((n0 + ch.n + 1) * sizeof(*out));
-	if (out == NULL) {
-		free(ch.v);
-		free(ex);
-		free(data);
-		return MSTORE_NOT_FOUND;
-	}
-	/* A merge of three ascending lists. */
-	size_t i = 0, j = 0, k = 0, n = 0;
-	while (i < n0 || j < ch.n) {
-		const struct mstore_msg *m;
-		if (j == ch.n || (i < n0 && base[i].uid < ch.v[j].uid)) {
-			m = &base[i++];
-		} else {
-			if (i < n0 && base[i].uid == ch.v[j].uid)
-				i++;
-			m = &ch.v[j++];
-		}
-		while (k < n_ex && ex[k] < m->uid)
-			k++;
-		if ((k < n_ex && ex[k] == m->uid) || m->uid >= box->info.uidnext)
-			continue;
-		if (n > 0 && out[n - 1].uid >= m->uid)
-			continue; /* a damaged checkpoint never yields a disordered list */
-		out[n++] = *m;
-	}
-	free(ch.v);
-	free(ex);
-	free(data);
-	*msgs_r = out;
-	*n_r = n;
-	return MSTORE_OK;
-}
-
-int mstore_box_load(struct mstore_box *box, struct mstore_msg **msgs_r, size_t *n_r,
-		    const char **error_r)
+int mstore_box_read_all(struct mstore_box *box, struct mstore_msg **msgs_r, size_t *n_r,
+			const char **error_r)
 {
 	struct mstore_msgvec mv = { NULL, 0, 0 };
 	const char *ixerr = NULL;
 	*msgs_r = NULL;
 	*n_r = 0;
 	if (box->info.uidnext <= 1)
-		return MSTORE_OK;
-	if (box->info.messages >= MSTORE_SNAP_MIN &&
-	    mstore_box_load_snap(box, msgs_r, n_r) == MSTORE_OK)
 		return MSTORE_OK;
 	/* Sized from our own counter (bounded), so that 100,000 rows are one
 	 * allocation; it grows if other sessions added more. */
@@ -807,13 +726,6 @@ int mstore_box_load(struct mstore_box *box, struct mstore_msg **msgs_r, size_t *
 		return ixerr != NULL ? mstore_ix_fail(error_r, ixerr) :
 				       mstore_fail(error_r, MSTORE_IO, "out of memory");
 	}
-	/* A checkpoint for the next loads (best effort).  Its modseq is the last sync's:
-	 * rows read here may be newer still, and replaying changes onto them is
-	 * harmless. */
-	if (mv.n >= MSTORE_SNAP_MIN)
-		(void)box->st->ix->ops->snap_put(box->st->ix, box->id, box->info.highestmodseq,
-						 sizeof(*mv.v), mv.v, mv.n * sizeof(*mv.v),
-						 &ixerr);
 	*msgs_r = mv.v;
 	*n_r = mv.n;
 	return MSTORE_OK;

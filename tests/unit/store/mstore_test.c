@@ -1025,6 +1025,49 @@ static void test_load_from_checkpoint(void **state)
 	free(second);
 	mstore_box_close(&box);
 
+	/* A damaged list file is not believed: a torn one (cut short) and one with another
+	 * UIDVALIDITY (as after a reindex) give the index's list. */
+	char lpath[512];
+	snprintf(lpath, sizeof(lpath), "%s/tern-list", f->user);
+	struct stat lst;
+	assert_int_equal(stat(lpath, &lst), 0);
+	assert_int_equal(truncate(lpath, lst.st_size - 7), 0);
+	assert_int_equal(mstore_box_open(f->st, "INBOX", 0, &box, &err), MSTORE_OK);
+	assert_int_equal(mstore_box_load(box, &second, &n2, &err), MSTORE_OK);
+	assert_int_equal(n2, 598);
+	free(second);
+	mstore_box_close(&box);
+	int lfd = open(lpath, O_WRONLY);
+	assert_true(lfd >= 0);
+	uint64_t other_uidvalidity = 12345;
+	uint32_t bogus_flags = MSTORE_F_FLAGGED; /* shows if the file were believed */
+	assert_int_equal(pwrite(lfd, &other_uidvalidity, 8, 16), 8);
+	assert_int_equal(pwrite(lfd, &bogus_flags, 4, 64 + offsetof(struct mstore_msg, flags)), 4);
+	close(lfd);
+	assert_int_equal(mstore_box_open(f->st, "INBOX", 0, &box, &err), MSTORE_OK);
+	assert_int_equal(mstore_box_load(box, &second, &n2, &err), MSTORE_OK);
+	assert_int_equal(n2, 598);
+	assert_false(second[0].flags & MSTORE_F_FLAGGED);
+	free(second);
+	mstore_box_close(&box);
+	/* Written before the last boot (another boot id): the machine may have crashed
+	 * before the file reached the disk. */
+	lfd = open(lpath, O_WRONLY);
+	assert_true(lfd >= 0);
+	assert_int_equal(pwrite(lfd, "0123456789abcdef", 16, 40), 16);
+	assert_int_equal(pwrite(lfd, &bogus_flags, 4, 64 + offsetof(struct mstore_msg, flags)), 4);
+	close(lfd);
+	assert_int_equal(mstore_box_open(f->st, "INBOX", 0, &box, &err), MSTORE_OK);
+	struct mstore_list *list;
+	assert_int_equal(mstore_box_list(box, &list, &err), MSTORE_OK);
+	const struct mstore_msg *lm = mstore_list_msgs(list, &n2);
+	assert_int_equal(n2, 598);
+	assert_int_equal(lm[n2 - 1].uid, 601);
+	assert_false(lm[0].flags & MSTORE_F_FLAGGED);
+	mstore_list_free(&list);
+	assert_null(list);
+	mstore_box_close(&box);
+
 	/* RENAME INBOX moves every message away: its checkpoint must not bring them back. */
 	assert_int_equal(mstore_rename(f->st, "INBOX", "Old", &err), MSTORE_OK);
 	assert_int_equal(mstore_box_open(f->st, "INBOX", 0, &box, &err), MSTORE_OK);
