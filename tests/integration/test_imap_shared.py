@@ -71,3 +71,35 @@ def test_shared_list_is_copied_before_a_change(make_tern):
     finally:
         a.logout()
         b.logout()
+
+
+def test_sessions_across_workers_see_each_others_changes(make_tern):
+    """Eight sessions on two workers (SO_REUSEPORT spreads them: that all share one
+    worker has a chance of 1 in 128): one session's STORE, EXPUNGE and APPEND reach
+    every other session as untagged updates at its next NOOP."""
+    t = make_tern(server={"workers": "2"})
+    for _ in range(3):
+        msg = make_message(subject=uniq("across"))
+        t.send(msg)
+        t.wait_message(DEMO, message_id_of(msg))
+    sessions = [login(t) for _ in range(8)]
+    try:
+        for s in sessions:
+            assert s.select("INBOX") == ("OK", [b"3"])
+        a, others = sessions[0], sessions[1:]
+        assert a.store("3", "+FLAGS", "(\\Seen \\Flagged)")[0] == "OK"
+        assert a.store("1", "+FLAGS", "(\\Deleted)")[0] == "OK"
+        assert a.expunge()[0] == "OK"
+        appended = make_message(subject=uniq("appended"))
+        assert a.append("INBOX", "(\\Answered)", None, appended)[0] == "OK"
+        for s in others:
+            s.untagged_responses.clear()
+            s.noop()
+            assert s.untagged_responses.pop("EXPUNGE", []) == [b"1"]
+            assert s.untagged_responses.pop("EXISTS", [])[-1] == b"3"
+            # Message 3 became 2 with the expunge; its new flags were announced.
+            assert flags_of(s, 2) == {b"\\Seen", b"\\Flagged"}
+            assert flags_of(s, 3) == {b"\\Answered"}
+    finally:
+        for s in sessions:
+            s.logout()
