@@ -75,8 +75,6 @@ struct fetch_state {
 	size_t cached_len[FC_N];
 	struct imap_section_data *data; /* per item */
 	int failed;                     /* a message could not be read (not expunged) */
-	int64_t cache_spent;            /* imap_cache_put's account */
-	int cache_count;
 };
 
 static const char *const fc_names[FC_N] = {"imap.envelope", "imap.bodystructure", "imap.body"};
@@ -363,25 +361,10 @@ static int fetch_map(struct fetch_state *st, int fd)
 }
 
 void imap_cache_put(struct imap_session *s, uint32_t uid, const char *field, const char *value,
-                    size_t len, int64_t *spent, int *count)
+                    size_t len)
 {
-	struct timespec t0, t1;
 	const char *error;
-
-	if (*spent < 0)
-		return;
-	clock_gettime(CLOCK_MONOTONIC, &t0);
-	/* Best effort: a failure only costs the next command a recomputation. */
 	(void)mstore_box_cache_put(s->view.box, uid, field, value, len, &error);
-	clock_gettime(CLOCK_MONOTONIC, &t1);
-	*spent += (t1.tv_sec - t0.tv_sec) * 1000000 + (t1.tv_nsec - t0.tv_nsec) / 1000;
-	(*count)++;
-	if (*count >= 16 && *spent / *count > 2000) {
-		imap_session_log(s, LOG_LEVEL_DEBUG,
-		                 "event=cache_put_slow avg_us=%lld count=%d: not caching further",
-		                 (long long)(*spent / *count), *count);
-		*spent = -1;
-	}
 }
 
 static void fetch_set_cache(struct imap_session *s, struct fetch_state *st, uint32_t uid, int k,
@@ -390,7 +373,7 @@ static void fetch_set_cache(struct imap_session *s, struct fetch_state *st, uint
 	char field[64];
 
 	snprintf(field, sizeof(field), "%s%s", fc_names[k], s->utf8_accept ? ".utf8" : "");
-	imap_cache_put(s, uid, field, b->data, b->len, &st->cache_spent, &st->cache_count);
+	imap_cache_put(s, uid, field, b->data, b->len);
 	st->cached[k] = b->data;
 	st->cached_len[k] = b->len;
 }
@@ -486,8 +469,7 @@ static int fetch_msg_begin(struct imap_session *s, struct imap_cmd *c, struct fe
 			 * so that a search after this FETCH need not read every file again. */
 			struct buf f;
 			buf_init(&f, 0);
-			(void)imap_search_fields_cache(s, m->uid, st->map, hend, &st->cache_spent,
-						       &st->cache_count, &f);
+			(void)imap_search_fields_cache(s, m->uid, st->map, hend, &f);
 			buf_deinit(&f);
 		}
 	}

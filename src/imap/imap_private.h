@@ -279,21 +279,19 @@ void imap_snapshot_release(struct imap_snapshots *c, struct imap_snapshot **snap
 
 /* (imap_search.c) Builds into b the decoded header fields SEARCH matches (sent date,
  * From, To, Cc, Bcc, Subject) from msg's header block [0, hend) and caches them for
- * message uid (imap_cache_put with spent/count).  FETCH calls it when it reads a
+ * message uid (imap_cache_put).  FETCH calls it when it reads a
  * header for ENVELOPE anyway.  0 or -1 (out of memory). */
 int imap_search_fields_cache(struct imap_session *s, uint32_t uid, const char *msg,
-			     size_t hend, int64_t *spent, int *count, struct buf *b);
+			     size_t hend, struct buf *b);
 
 /* 1 when uid is among v[0..n) (ascending): binary search. */
 int imap_uid_listed(const uint32_t *v, size_t n, uint32_t uid);
 /* Appends numbers (ascending) to out as a compressed set: "1:3,7,9:10". */
 void imap_out_set(struct buf *out, const uint32_t *v, size_t n);
 
-/* mstore_box_cache_put of a derived string (imap_fetch.c), as best effort: once puts
- * in this command have cost over 2 ms each on average (after 16; an index that syncs
- * every write), the rest of the command computes without caching.  *spent
- * (start at 0) is the command's account in microseconds, or -1 once it gave up. */
+/* mstore_box_cache_put of a derived string (imap_fetch.c), as best effort: a failure
+ * only costs a later command the computation. */
 void imap_cache_put(struct imap_session *s, uint32_t uid, const char *field, const char *value,
-		    size_t len, int64_t *spent, int *count);
+		    size_t len);
 
 #endif

@@ -98,8 +98,6 @@ struct search_msg {
 	int mapped;
 	struct mime_part *root;
 	struct buf *scratch;
-	int64_t *cache_spent; /* the command's imap_cache_put account */
-	int *cache_count;
 	char *pre_fields;     /* the cached string read ahead for the whole mailbox, or NULL */
 	size_t pre_len;
 };
@@ -586,7 +584,7 @@ static int search_fields_split(struct search_msg *x, size_t len)
 }
 
 int imap_search_fields_cache(struct imap_session *s, uint32_t uid, const char *msg,
-			     size_t hend, int64_t *spent, int *count, struct buf *b)
+			     size_t hend, struct buf *b)
 {
 	int64_t t;
 	int tz;
@@ -618,7 +616,7 @@ int imap_search_fields_cache(struct imap_session *s, uint32_t uid, const char *m
 	if (b->data == NULL)
 		return -1;
 	/* Best effort: without it the next search reads the header again. */
-	imap_cache_put(s, uid, SEARCH_FIELDS_CACHE, b->data, b->len, spent, count);
+	imap_cache_put(s, uid, SEARCH_FIELDS_CACHE, b->data, b->len);
 	return 0;
 }
 
@@ -627,8 +625,7 @@ static int search_fields_build(struct search_msg *x)
 {
 	struct buf b;
 	buf_init(&b, 0);
-	if (imap_search_fields_cache(x->s, x->m->uid, x->msg, x->hend, x->cache_spent,
-				     x->cache_count, &b) < 0) {
+	if (imap_search_fields_cache(x->s, x->m->uid, x->msg, x->hend, &b) < 0) {
 		buf_deinit(&b);
 		return -1;
 	}
@@ -980,8 +977,6 @@ enum imap_cmd_result imap_cmd_search(struct imap_session *s, struct imap_cmd *c)
 	struct buf scratch;
 	buf_init(&scratch, 0);
 	int failed = 0;
-	int64_t cache_spent = 0;
-	int cache_count = 0;
 	struct search_preload pre;
 	memset(&pre, 0, sizeof(pre));
 	if (max >= SL_FIELDS && s->view.n >= 32)
@@ -999,8 +994,6 @@ enum imap_cmd_result imap_cmd_search(struct imap_session *s, struct imap_cmd *c)
 		x.seq = (uint32_t)k + 1;
 		x.level = SL_INDEX;
 		x.scratch = &scratch;
-		x.cache_spent = &cache_spent;
-		x.cache_count = &cache_count;
 		int r = search_eval(&x, root);
 		while (r < 0 && x.level < max) {
 			enum search_level want = (enum search_level)(x.level + 1);
