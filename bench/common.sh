@@ -62,6 +62,48 @@ bench_prepare() {
 	id postfix >/dev/null 2>&1 || die "user postfix missing (Debian's postfix package creates it)"
 }
 
+# pid seconds: SIGTERM, wait up to seconds, then SIGKILL.
+stop_pid() {
+	local pid=$1 secs=$2 i
+	[ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
+	kill -TERM "$pid" 2>/dev/null || true
+	for i in $(seq 1 $((secs * 10))); do
+		kill -0 "$pid" 2>/dev/null || return 0
+		sleep 0.1
+	done
+	echo "pid $pid did not stop in ${secs}s: SIGKILL" >&2
+	kill -KILL "$pid" 2>/dev/null || true
+}
+
+freeport() { "$PY" "$LIB" freeport; }
+
+# Stops the DNS packet watcher, after a second for packets in flight.  In the script's
+# own shell (not in $(...)): it reaps the watcher.
+test_dns_stop() {
+	sleep 1
+	stop_pid "$DNSWATCH_PID" 10
+	wait "$DNSWATCH_PID" 2>/dev/null || true
+	DNSWATCH_PID=""
+}
+
+# What the stopped watcher counted: a summary line, then up to ten packets (all of
+# them, or with port53 as $1 only those to or from port 53; the test DNS answers the
+# rest).  $2: a note after the counts.
+test_dns_report() {
+	"$PY" - "$WORK/dnswatch.json" "${1:-all}" "${2:-}" <<'EOF'
+import json, sys
+r = json.load(open(sys.argv[1]))
+print("selftest=%s port53_packets=%d test_dns_packets=%d%s"
+      % (r["selftest"], r["port53_out"], r["unbound_port_out"],
+         " " + sys.argv[3] if sys.argv[3] else ""))
+events = r["events"]
+if sys.argv[2] == "port53":
+    events = [e for e in events if 53 in (e["sport"], e["dport"])]
+for e in events[:10]:
+    print("  %(t)7.3fs %(if)s %(l4)s %(src)s:%(sport)d -> %(dst)s:%(dport)d" % e)
+EOF
+}
+
 # ------------------------------------------------------------------ the test DNS
 # The DNS packet watcher (every packet to or from port 53 on any interface, counted for
 # the whole run) and a loopback unbound that answers from its own local data and

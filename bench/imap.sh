@@ -108,17 +108,6 @@ if [ "$TERN_SKIP" != 1 ]; then
 	TERN_VERSION=$("$TERN" --version 2>/dev/null | head -1 || echo '(no --version)')
 fi
 
-stop_pid() { # pid seconds: SIGTERM, wait up to seconds, then SIGKILL
-	local pid=$1 secs=$2 i
-	[ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
-	kill -TERM "$pid" 2>/dev/null || true
-	for i in $(seq 1 $((secs * 10))); do
-		kill -0 "$pid" 2>/dev/null || return 0
-		sleep 0.1
-	done
-	echo "pid $pid did not stop in ${secs}s: SIGKILL" >&2
-	kill -KILL "$pid" 2>/dev/null || true
-}
 
 # Stops a server started here and every process of its tree (by pid, as listed before
 # the stop: children that outlive their master are ended one by one).
@@ -156,7 +145,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-freeport() { "$PY" "$LIB" freeport; }
 
 # Long helper steps run in the background so that a SIGTERM/SIGINT to this script
 # interrupts `wait` at once; cleanup() then ends the step too.
@@ -409,19 +397,8 @@ done
 stop_servers
 
 # ------------------------------------------------------------------ checks, report
-sleep 1
-stop_pid "$DNSWATCH_PID" 10
-wait "$DNSWATCH_PID" 2>/dev/null || true
-DNSWATCH_PID=""
-DNS_REPORT=$("$PY" - "$WORK/dnswatch.json" <<'EOF'
-import json, sys
-r = json.load(open(sys.argv[1]))
-print("selftest=%s port53_packets=%d test_dns_packets=%d (the start-up check query and its answer are 2)"
-      % (r["selftest"], r["port53_out"], r["unbound_port_out"]))
-for e in r["events"][:10]:
-    print("  %(t)7.3fs %(if)s %(l4)s %(src)s:%(sport)d -> %(dst)s:%(dport)d" % e)
-EOF
-)
+test_dns_stop
+DNS_REPORT=$(test_dns_report all "(the start-up check query and its answer are 2)")
 say "DNS traffic during the run: $DNS_REPORT"
 
 TERN_LOG_LINES=0

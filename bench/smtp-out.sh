@@ -78,17 +78,6 @@ TERN=$WORK/bin/tern
 TERN_BUILT=$(date -u -r "$TERN_SRC" '+%Y-%m-%d %H:%M UTC')
 TERN_SHA=$(sha256sum "$TERN" | cut -c1-12)
 
-stop_pid() { # pid seconds: SIGTERM, wait up to seconds, then SIGKILL
-	local pid=$1 secs=$2 i
-	[ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
-	kill -TERM "$pid" 2>/dev/null || true
-	for i in $(seq 1 $((secs * 10))); do
-		kill -0 "$pid" 2>/dev/null || return 0
-		sleep 0.1
-	done
-	echo "pid $pid did not stop in ${secs}s: SIGKILL" >&2
-	kill -KILL "$pid" 2>/dev/null || true
-}
 
 pf_master_pid() {
 	[ -n "$PF_CONF" ] && [ -s "$WORK/pf/spool/pid/master.pid" ] &&
@@ -131,7 +120,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-freeport() { "$PY" "$LIB" freeport; }
 
 # Long helper steps run in the background so that a SIGTERM/SIGINT to this script
 # interrupts `wait` at once; cleanup() then ends the step too.
@@ -369,19 +357,8 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 
 # ------------------------------------------------------------------ checks, report
-sleep 1
-stop_pid "$DNSWATCH_PID" 10
-wait "$DNSWATCH_PID" 2>/dev/null || true
-DNSWATCH_PID=""
-DNS_REPORT=$("$PY" - "$WORK/dnswatch.json" <<'EOF'
-import json, sys
-r = json.load(open(sys.argv[1]))
-print("selftest=%s port53_packets=%d test_dns_packets=%d"
-      % (r["selftest"], r["port53_out"], r["unbound_port_out"]))
-for e in [e for e in r["events"] if 53 in (e["sport"], e["dport"])][:10]:
-    print("  %(t)7.3fs %(if)s %(l4)s %(src)s:%(sport)d -> %(dst)s:%(dport)d" % e)
-EOF
-)
+test_dns_stop
+DNS_REPORT=$(test_dns_report port53)
 say "DNS traffic during the run: $DNS_REPORT"
 
 TERN_LOG_LINES=$(grep -cE 'Z (warn|error) ' "$WORK/tern/tern.log" 2>/dev/null || true)
