@@ -121,17 +121,24 @@ static int cb_may_send_as(void *ctx, const char *account, const char *from)
 	return directory_may_send_as(w->dir, account, from);
 }
 
-struct auth_job {
-	struct smtp_session *session;
+/* A password check on the pool (yescrypt is slow by design): SMTP AUTH, IMAP and POP3
+ * logins.  An unknown user costs the same as a known one (a dummy hash), so timing
+ * does not tell them apart. */
+struct password_job {
+	void (*finish)(struct password_job *j); /* on the loop, with ok set */
+	void *session;
+	/* IMAP and POP3: the engine's completion, and the account's lower-cased address. */
+	void (*login_done)(void *session, int ok, const char *domain, const char *user);
+	char account[512];
 	char password[256];
 	char hash[512];
 	int have_hash;
-	int ok;
+	int ok;                                  /* 1, 0, or -1 for a directory error */
 };
 
-static void auth_job_work(void *arg)
+static void password_job_work(void *arg)
 {
-	struct auth_job *j = arg;
+	struct password_job *j = arg;
 	if (j->have_hash)
 		j->ok = password_verify(j->password, j->hash) == 1;
 	else
@@ -139,67 +146,57 @@ static void auth_job_work(void *arg)
 	explicit_bzero(j->password, sizeof(j->password));
 }
 
-static void auth_job_done(void *arg)
+static void password_job_done(void *arg)
 {
-	struct auth_job *j = arg;
-	smtp_session_auth_done(j->session, j->ok);
+	struct password_job *j = arg;
+	j->finish(j);
 	explicit_bzero(j, sizeof(*j));
 	free(j);
+}
+
+/* Queues the check; the engines expect the answer later, never from inside their
+ * callback, so a failure here ends the worker (the master restarts it). */
+static void password_job_submit(struct session_worker *w, struct password_job *j,
+				const char *subsys)
+{
+	if (j != NULL && pool_submit(w->pool, password_job_work, password_job_done, j) == 0)
+		return;
+	if (j != NULL)
+		explicit_bzero(j, sizeof(*j));
+	free(j);
+	log_error(subsys, "event=auth_error error=\"cannot queue the password check\"");
+	exit(1);
+}
+
+static void smtp_auth_finish(struct password_job *j)
+{
+	smtp_session_auth_done(j->session, j->ok);
 }
 
 static void cb_auth(void *ctx, struct smtp_session *s, const char *user, const char *password)
 {
 	struct session_worker *w = ctx;
-	struct auth_job *j = calloc(1, sizeof(*j));
-	if (j == NULL)
-		goto fail;
-	j->session = s;
-	snprintf(j->password, sizeof(j->password), "%s", password);
-	j->have_hash = directory_account_hash(w->dir, user, j->hash, sizeof(j->hash)) == 1;
-	if (pool_submit(w->pool, auth_job_work, auth_job_done, j) == 0)
-		return;
-	explicit_bzero(j, sizeof(*j));
-	free(j);
-fail:
-	/* The engine expects the answer later, never from inside this call. */
-	log_error("smtp", "event=auth_error error=\"cannot queue the password check\"");
-	exit(1);
+	struct password_job *j = calloc(1, sizeof(*j));
+	if (j != NULL) {
+		j->finish = smtp_auth_finish;
+		j->session = s;
+		snprintf(j->password, sizeof(j->password), "%s", password);
+		j->have_hash = directory_account_hash(w->dir, user, j->hash, sizeof(j->hash)) == 1;
+	}
+	password_job_submit(w, j, "smtp");
 }
 
 /* IMAP and POP3 logins: the login name is the account's address; the mail store is
  * MAIL_ROOT/DOMAIN/LOCAL of its lower-cased form, as local delivery writes it. */
-struct login_job {
-	void (*done)(void *session, int ok, const char *domain, const char *user);
-	void *session;
-	char password[256];
-	char hash[512];
-	char account[512];
-	int have_hash;
-	int ok;
-};
-
-static void login_job_work(void *arg)
+static void login_finish(struct password_job *j)
 {
-	struct login_job *j = arg;
-	if (j->have_hash)
-		j->ok = password_verify(j->password, j->hash) == 1;
-	else
-		password_dummy_verify(j->password); /* same cost for unknown users */
-	explicit_bzero(j->password, sizeof(j->password));
-}
-
-static void login_job_done(void *arg)
-{
-	struct login_job *j = arg;
 	char *at = strrchr(j->account, '@');
-	if (j->ok && at != NULL) {
+	if (j->ok == 1 && at != NULL) {
 		*at = '\0';
-		j->done(j->session, 1, at + 1, j->account);
+		j->login_done(j->session, 1, at + 1, j->account);
 	} else {
-		j->done(j->session, j->ok < 0 ? -1 : 0, NULL, NULL);
+		j->login_done(j->session, j->ok < 0 ? -1 : 0, NULL, NULL);
 	}
-	explicit_bzero(j, sizeof(*j));
-	free(j);
 }
 
 static void cb_login(void *ctx, const char *user, const char *password,
@@ -207,30 +204,24 @@ static void cb_login(void *ctx, const char *user, const char *password,
 		     void *session)
 {
 	struct session_worker *w = ctx;
-	struct login_job *j = calloc(1, sizeof(*j));
-	if (j == NULL)
-		goto fail;
-	j->done = done;
-	j->session = session;
-	snprintf(j->password, sizeof(j->password), "%s", password);
-	snprintf(j->account, sizeof(j->account), "%s", user);
-	for (char *p = j->account; *p; p++)
-		if (*p >= 'A' && *p <= 'Z')
-			*p = (char)(*p - 'A' + 'a');
-	int r = strchr(j->account, '@') != NULL
-			? directory_account_hash(w->dir, j->account, j->hash, sizeof(j->hash))
-			: 0;
-	j->have_hash = r == 1;
-	if (r < 0)
-		j->ok = -1;
-	if (pool_submit(w->pool, login_job_work, login_job_done, j) == 0)
-		return;
-	explicit_bzero(j, sizeof(*j));
-	free(j);
-fail:
-	/* The engine expects the answer later, never from inside this call. */
-	log_error("worker", "event=auth_error error=\"cannot queue the password check\"");
-	exit(1);
+	struct password_job *j = calloc(1, sizeof(*j));
+	if (j != NULL) {
+		j->finish = login_finish;
+		j->login_done = done;
+		j->session = session;
+		snprintf(j->password, sizeof(j->password), "%s", password);
+		snprintf(j->account, sizeof(j->account), "%s", user);
+		for (char *p = j->account; *p; p++)
+			if (*p >= 'A' && *p <= 'Z')
+				*p = (char)(*p - 'A' + 'a');
+		int r = strchr(j->account, '@') != NULL
+				? directory_account_hash(w->dir, j->account, j->hash, sizeof(j->hash))
+				: 0;
+		j->have_hash = r == 1;
+		if (r < 0)
+			j->ok = -1;
+	}
+	password_job_submit(w, j, "worker");
 }
 
 static void *cb_msg_begin(void *ctx, const struct smtp_envelope *env, char id_r[32],
