@@ -114,7 +114,10 @@ static void list_write(struct mstore_box *box, const struct mstore_msg *msgs, si
 	if (list_boot() < 0)
 		return;
 	list_path(box, path, sizeof(path));
-	snprintf(tmp, sizeof(tmp), "%s.%ld.tmp", path, (long)getpid());
+	/* Unique per writer: two sessions of one worker may write the same list at once,
+	 * each from its own pool thread. */
+	static _Atomic unsigned long list_tmp_seq;
+	snprintf(tmp, sizeof(tmp), "%s.%ld.%lu.tmp", path, (long)getpid(), ++list_tmp_seq);
 	struct list_header h;
 	memset(&h, 0, sizeof(h));
 	memcpy(h.magic, LIST_MAGIC, sizeof(h.magic));
