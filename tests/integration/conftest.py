@@ -589,20 +589,33 @@ class Tern:
             return None
 
     def group_members(self):
-        """Pids still in the server's process group (workers left behind)."""
+        """Pids still in the server's process group (workers left behind).  A process
+        counts until every one of its threads is gone: a killed worker's main thread
+        can be a zombie while its pool threads still exit, and until the last of them
+        does, its listening sockets stay open and take (then reset) new connections."""
         out = []
         for name in os.listdir("/proc"):
             if not name.isdigit():
                 continue
             try:
                 with open("/proc/%s/stat" % name) as f:
-                    stat = f.read()
+                    fields = self._stat_fields(f.read())
+                if int(fields[2]) != self.proc.pid:
+                    continue
+                states = [fields[0]]
+                for tid in os.listdir("/proc/%s/task" % name):
+                    with open("/proc/%s/task/%s/stat" % (name, tid)) as f:
+                        states.append(self._stat_fields(f.read())[0])
             except OSError:
                 continue
-            fields = stat[stat.rindex(")") + 2:].split()
-            if fields[0] != "Z" and int(fields[2]) == self.proc.pid:
+            if any(s not in ("Z", "X") for s in states):
                 out.append(int(name))
         return out
+
+    @staticmethod
+    def _stat_fields(stat):
+        """The fields of a /proc stat line after the command name (state first)."""
+        return stat[stat.rindex(")") + 2:].split()
 
     def kill_group(self):
         """SIGKILL to the whole group; returns once no member is left (killed workers
