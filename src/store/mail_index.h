@@ -43,10 +43,12 @@ struct mail_index_box {
 };
 
 /* A message row.  base is the maildir name without its ":2,..." info part; borrowed by
- * msg_each callbacks for the duration of the call. */
+ * msg_each callbacks for the duration of the call.  base_len: its bytes, or 0 when base
+ * ends with a NUL (always so in what msg_each hands out). */
 struct mail_index_msg {
 	struct mstore_msg m;
 	const char *base;
+	size_t base_len;
 };
 
 /* Which messages msg_each visits. */
@@ -112,9 +114,18 @@ struct mail_index_ops {
 	int (*box_move_messages)(struct mail_index *ix, int64_t from, int64_t to,
 				 const char **error_r);
 
-	/* 0 inserted, 1 the box already has a message of this base (nothing done). */
+	/* 0 inserted, 1 the box already has a message of this base (nothing done); a
+	 * bulk row of the same base is not noticed here (msg_find_base finds it). */
 	int (*msg_insert)(struct mail_index *ix, int64_t box, const struct mail_index_msg *msg,
 			  const char **error_r);
+	/* Inserts n messages whose bases the box does not have (a base it has may fail the
+	 * call); many rows per statement, for the import of a whole directory.  bulk: the
+	 * box has no rows, msgs ascend by base (memcmp order, shorter first) and UID
+	 * alike, and every later message gets a higher UID; such rows cost the index less
+	 * to take in. */
+	int (*msg_insert_many)(struct mail_index *ix, int64_t box,
+			       const struct mail_index_msg *msgs, size_t n, int bulk,
+			       const char **error_r);
 	int (*msg_each)(struct mail_index *ix, int64_t box, const struct mail_index_query *q,
 			mail_index_msg_cb *cb, void *ctx, const char **error_r);
 	/* 1 found (msg_r filled), 0 not found. */

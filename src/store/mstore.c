@@ -587,7 +587,7 @@ static int mstore_rename_inbox(struct mstore *st, const char *to, struct mstore_
 		return found < 0 ? mstore_ix_fail(error_r, ixerr) :
 				   mstore_fail(error_r, MSTORE_NOT_FOUND, "no INBOX in the index");
 	/* Mail still in new/ moves too. */
-	int ret = mstore_sync_locked(st, &inbox, st->root, NULL, error_r);
+	int ret = mstore_sync_locked(st, &inbox, st->root, NULL, NULL, error_r);
 	if (ret != MSTORE_OK)
 		return ret;
 	if ((ret = mstore_parents_ensure(st, to, undo, error_r)) != MSTORE_OK ||
@@ -1001,7 +1001,7 @@ int mstore_reindex(const char *mail_root, const char *domain, const char *user,
 			break;
 		}
 		size_t n_new = 0;
-		ret = mstore_sync_locked(st, &rows[i], dir, &n_new, error_r);
+		ret = mstore_sync_locked(st, &rows[i], dir, &n_new, NULL, error_r);
 		struct mstore_undo none = { 0 };
 		ret = mstore_finish(st, ret, &none, error_r);
 		total += n_new;

@@ -250,6 +250,21 @@ int mstore_box_list(struct mstore_box *box, struct mstore_list **list_r, const c
 		return mstore_fail(error_r, MSTORE_IO, "out of memory");
 	uint64_t modseq = 0;
 	size_t changes = 0;
+	if (box->fresh.v != NULL) {
+		/* The import's own list: still the box's state unless the box wrote since. */
+		struct mstore_msgvec fresh = box->fresh;
+		memset(&box->fresh, 0, sizeof(box->fresh));
+		if (box->fresh_modseq == box->info.highestmodseq) {
+			l->own = fresh.v;
+			l->msgs = l->own;
+			l->n = fresh.n;
+			if (l->n >= LIST_MIN)
+				list_write(box, l->msgs, l->n, box->info.highestmodseq);
+			*list_r = l;
+			return MSTORE_OK;
+		}
+		free(fresh.v);
+	}
 	if (box->info.messages >= LIST_MIN && list_map(box, l, &modseq) == 0) {
 		if (list_apply_changes(box, l, modseq, &changes) == 0) {
 			if (changes > LIST_REWRITE)

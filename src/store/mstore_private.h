@@ -27,6 +27,13 @@ struct mstore {
 	char host[128];              /* escaped for maildir names */
 };
 
+/* A growing array of messages, filled by mail_index msg_each (mstore_msgvec_cb). */
+struct mstore_msgvec {
+	struct mstore_msg *v;
+	size_t n, cap;
+};
+int mstore_msgvec_cb(void *ctx, const struct mail_index_msg *msg);
+
 struct mstore_box {
 	struct mstore *st;
 	int64_t id;
@@ -45,14 +52,12 @@ struct mstore_box {
 	 * mstore_box_cache_flush). */
 	struct mail_index_cache_put *pending;
 	size_t n_pending, pending_bytes;
+	/* The whole list as the sync that imported the mailbox into an empty index made
+	 * it (v NULL otherwise): the first mstore_box_list takes it instead of reading
+	 * the rows back.  Valid while the box's state is still that sync's. */
+	struct mstore_msgvec fresh;
+	uint64_t fresh_modseq;
 };
-
-/* A growing array of messages, filled by mail_index msg_each (mstore_msgvec_cb). */
-struct mstore_msgvec {
-	struct mstore_msg *v;
-	size_t n, cap;
-};
-int mstore_msgvec_cb(void *ctx, const struct mail_index_msg *msg);
 
 /* (mstore_list.c) Every row of the box below the last sync's UIDNEXT, read from the
  * index (the slow way: a row at a time).  *msgs_r is the caller's. */
@@ -139,9 +144,11 @@ void mstore_row_count(struct mail_index_box *row, uint32_t flags, uint64_t size,
 /* Takes in new/ and, when cur/ changed behind tern's back (or was never scanned),
  * all of cur/ for the mailbox whose row is *row (read in this write transaction) and
  * whose maildir is dir.  Updates *row in memory and in the index.  *n_new_r (may be
- * NULL) gets the number of messages given UIDs. */
+ * NULL) gets the number of messages given UIDs.  fresh_r (may be NULL): when the index
+ * had no rows for the box, it gets the box's whole list (ascending UIDs), else it is
+ * emptied (v NULL). */
 int mstore_sync_locked(struct mstore *st, struct mail_index_box *row, const char *dir,
-		       size_t *n_new_r, const char **error_r);
+		       size_t *n_new_r, struct mstore_msgvec *fresh_r, const char **error_r);
 
 /* Maildir++ folder operations. */
 int mstore_folder_create(const char *path, const char **error_r);

@@ -30,6 +30,8 @@
 #define MSTORE_EXPUNGED_SLACK 10000
 
 #define MSTORE_NAME_BUF (MSTORE_PATH_MAX + MSTORE_FILE_MAX + 16)
+/* Rows a full scan of cur/ hands to the index at once. */
+#define MSTORE_IMPORT_CHUNK 1024
 
 /* ---- directory listings --------------------------------------------------------------- */
 
@@ -37,6 +39,7 @@ struct mstore_ent {
 	const char *name;
 	size_t base_len;
 	uint32_t flags;
+	uint64_t key[2]; /* the first 16 bytes of the base, big-endian, NUL-padded */
 };
 
 /* One readdir's names in one arena: 100,000 entries are a few allocations. */
@@ -105,6 +108,9 @@ static int mstore_dirlist_read(const char *path, struct mstore_dirlist *dl)
 		struct mstore_ent *e = &dl->ents[i];
 		e->name = dl->arena + dl->offs[i];
 		mstore_fname_parse(e->name, &e->base_len, &e->flags);
+		for (size_t b = 0; b < 16; b++)
+			e->key[b / 8] = e->key[b / 8] << 8 |
+					(b < e->base_len ? (unsigned char)e->name[b] : 0);
 	}
 	return 0;
 nomem:
@@ -122,9 +128,14 @@ static int mstore_base_cmp(const char *a, size_t alen, const char *b, size_t ble
 	return alen < blen ? -1 : alen > blen;
 }
 
+/* Base order (mstore_base_cmp), then the whole name.  The keys decide most pairs: file
+ * names have no NUL, so a base shorter than 16 bytes pads with what sorts first. */
 static int mstore_ent_cmp(const void *x, const void *y)
 {
 	const struct mstore_ent *a = x, *b = y;
+	for (int k = 0; k < 2; k++)
+		if (a->key[k] != b->key[k])
+			return a->key[k] < b->key[k] ? -1 : 1;
 	int c = mstore_base_cmp(a->name, a->base_len, b->name, b->base_len);
 	return c != 0 ? c : strcmp(a->name, b->name);
 }
@@ -198,6 +209,9 @@ struct mstore_sync {
 	uint64_t modseq; /* one new modseq for everything this sync changes */
 	size_t n_new;
 	int renamed;     /* cur/ changed by us */
+	/* The box's whole message list, kept while the index had no rows for it: a first
+	 * open then need not read back what it just wrote (see mstore_box_list). */
+	struct mstore_msgvec *fresh;
 	int changed;     /* row changed */
 };
 
@@ -209,41 +223,83 @@ static uint64_t mstore_sync_modseq(struct mstore_sync *s)
 	return s->modseq;
 }
 
-/* Gives a UID to the file name (in cur/, base_len bytes of base, flags) unless the
- * index already has the base.  0 or a status. */
-static int mstore_sync_add(struct mstore_sync *s, const char *name, size_t base_len,
-			   uint32_t flags, int *dup_r, const char **error_r)
+/* The row of a file of cur/ (name; base_len bytes of base, flags) under the next
+ * UID, not yet inserted.  MSTORE_OK with *skip_r set when it is not a message (gone,
+ * not a regular file), or a status. */
+static int mstore_sync_row(struct mstore_sync *s, const char *name, size_t base_len,
+			   uint32_t flags, uint32_t uid, struct mail_index_msg *m, int *skip_r,
+			   const char **error_r)
 {
-	char base[MSTORE_FILE_MAX];
-	const char *ixerr = NULL;
-	struct mail_index *ix = s->st->ix;
-	*dup_r = 0;
-	memcpy(base, name, base_len);
-	base[base_len] = '\0';
-	struct mail_index_msg m = { .base = base };
+	*skip_r = 0;
+	memset(m, 0, sizeof(*m));
+	m->base = name;
+	m->base_len = base_len;
 	int has_size, has_time;
-	mstore_base_info(base, base_len, &m.m.size, &has_size, &m.m.internaldate, &has_time);
+	mstore_base_info(name, base_len, &m->m.size, &has_size, &m->m.internaldate, &has_time);
 	if (!has_size || !has_time) {
 		struct stat sb;
 		if (fstatat(s->cur_fd, name, &sb, AT_SYMLINK_NOFOLLOW) < 0) {
-			if (errno == ENOENT)
-				return MSTORE_OK; /* another program took it */
+			if (errno == ENOENT) {
+				*skip_r = 1; /* another program took it */
+				return MSTORE_OK;
+			}
 			return mstore_fail(error_r, MSTORE_IO, "cannot stat %s in cur/: %s", name,
 					   strerror(errno));
 		}
-		if (!S_ISREG(sb.st_mode))
+		if (!S_ISREG(sb.st_mode)) {
+			*skip_r = 1;
 			return MSTORE_OK;
+		}
 		if (!has_size)
-			m.m.size = (uint64_t)sb.st_size;
+			m->m.size = (uint64_t)sb.st_size;
 		if (!has_time)
-			m.m.internaldate = sb.st_mtim.tv_sec;
+			m->m.internaldate = sb.st_mtim.tv_sec;
 	}
-	if (s->row->uidnext >= UINT32_MAX)
+	if (uid >= UINT32_MAX)
 		return mstore_fail(error_r, MSTORE_LIMIT, "mailbox '%s' has run out of UIDs",
 				   s->row->name);
-	m.m.uid = s->row->uidnext;
-	m.m.flags = flags;
-	m.m.modseq = mstore_sync_modseq(s);
+	m->m.uid = uid;
+	m->m.flags = flags;
+	m->m.modseq = mstore_sync_modseq(s);
+	return MSTORE_OK;
+}
+
+/* Counts rows that were inserted (in UID order) in the box row and the fresh list. */
+static int mstore_sync_took(struct mstore_sync *s, const struct mail_index_msg *msgs, size_t n,
+			    const char **error_r)
+{
+	if (s->fresh != NULL && s->fresh->cap - s->fresh->n < n) {
+		size_t ncap = s->fresh->cap * 2 > s->fresh->n + n ? s->fresh->cap * 2 :
+								    s->fresh->n + n;
+		struct mstore_msg *nv = realloc(s->fresh->v, ncap * sizeof(*nv));
+		if (nv == NULL)
+			return mstore_fail(error_r, MSTORE_IO, "out of memory");
+		s->fresh->v = nv;
+		s->fresh->cap = ncap;
+	}
+	for (size_t i = 0; i < n; i++) {
+		s->row->uidnext = msgs[i].m.uid + 1;
+		mstore_row_count(s->row, msgs[i].m.flags, msgs[i].m.size, 1);
+		if (s->fresh != NULL && mstore_msgvec_cb(s->fresh, &msgs[i]) < 0)
+			return mstore_fail(error_r, MSTORE_IO, "out of memory");
+	}
+	s->n_new += n;
+	return MSTORE_OK;
+}
+
+/* Gives a UID to the file name (in cur/, base_len bytes of base, flags) unless the
+ * index already has the base (*dup_r).  0 or a status. */
+static int mstore_sync_add(struct mstore_sync *s, const char *name, size_t base_len,
+			   uint32_t flags, int *dup_r, const char **error_r)
+{
+	const char *ixerr = NULL;
+	struct mail_index *ix = s->st->ix;
+	struct mail_index_msg m;
+	int skip;
+	*dup_r = 0;
+	int ret = mstore_sync_row(s, name, base_len, flags, s->row->uidnext, &m, &skip, error_r);
+	if (ret != MSTORE_OK || skip)
+		return ret;
 	int ins = ix->ops->msg_insert(ix, s->row->id, &m, &ixerr);
 	if (ins < 0)
 		return mstore_ix_fail(error_r, ixerr);
@@ -251,10 +307,7 @@ static int mstore_sync_add(struct mstore_sync *s, const char *name, size_t base_
 		*dup_r = 1;
 		return MSTORE_OK;
 	}
-	s->row->uidnext++;
-	mstore_row_count(s->row, flags, m.m.size, 1);
-	s->n_new++;
-	return MSTORE_OK;
+	return mstore_sync_took(s, &m, 1, error_r);
 }
 
 /* A row of the index compared with the file of the same base. */
@@ -288,6 +341,7 @@ static int mstore_fixes_push(struct mstore_fixes *f, const struct mstore_fix *x)
 struct mstore_scan {
 	struct mstore_ent *ents;
 	size_t n, pos;
+	size_t rows;                   /* index rows seen */
 	unsigned char *known;          /* per entry: the index has it */
 	struct mstore_fixes changed;   /* flags in the name differ */
 	struct mstore_fixes vanished;  /* no file any more */
@@ -298,6 +352,7 @@ static int mstore_scan_cb(void *ctx, const struct mail_index_msg *msg)
 {
 	struct mstore_scan *sc = ctx;
 	size_t rlen = strlen(msg->base);
+	sc->rows++;
 	while (sc->pos < sc->n && mstore_base_cmp(sc->ents[sc->pos].name, sc->ents[sc->pos].base_len,
 						  msg->base, rlen) < 0)
 		sc->pos++;
@@ -368,18 +423,46 @@ static int mstore_sync_cur(struct mstore_sync *s, const char *cur_path, const ch
 		}
 		mstore_row_count(s->row, fx->old_flags, fx->size, -1);
 	}
+	/* An index without rows for the box: the files go in as bulk rows (they ascend by
+	 * base and UID alike), and they are the whole list. */
+	int bulk = ret == MSTORE_OK && sc.rows == 0;
+	if (!bulk)
+		s->fresh = NULL;
 	/* Files the index does not know, in name order: the leading timestamps make
-	 * that arrival order, which is the order UIDs should follow. */
-	for (size_t i = 0; i < dl.n && ret == MSTORE_OK; i++) {
+	 * that arrival order, which is the order UIDs should follow.  They go in many
+	 * rows per statement (a first open of a large mailbox is this loop). */
+	struct mail_index_msg *rows = NULL;
+	size_t n_rows = 0;
+	if (ret == MSTORE_OK && dl.n > 0 &&
+	    (rows = malloc(MSTORE_IMPORT_CHUNK * sizeof(*rows))) == NULL)
+		ret = mstore_fail(error_r, MSTORE_IO, "out of memory scanning %s", cur_path);
+	for (size_t i = 0; i <= dl.n && ret == MSTORE_OK; i++) {
+		/* Every base is new to the index and unique here (known and duplicates
+		 * were skipped), under the write lock: nothing can conflict. */
+		if (n_rows == MSTORE_IMPORT_CHUNK || (i == dl.n && n_rows > 0)) {
+			if (ix->ops->msg_insert_many(ix, s->row->id, rows, n_rows, bulk,
+						     &ixerr) < 0)
+				ret = mstore_ix_fail(error_r, ixerr);
+			else
+				ret = mstore_sync_took(s, rows, n_rows, error_r);
+			n_rows = 0;
+		}
+		if (i == dl.n || ret != MSTORE_OK)
+			break;
 		struct mstore_ent *e = &dl.ents[i];
 		if (sc.known[i] || e->base_len == 0 || e->base_len >= MSTORE_FILE_MAX)
 			continue;
 		if (i > 0 && mstore_base_cmp(e->name, e->base_len, dl.ents[i - 1].name,
 					     dl.ents[i - 1].base_len) == 0)
 			continue;
-		int dup;
-		ret = mstore_sync_add(s, e->name, e->base_len, e->flags, &dup, error_r);
+		int skip;
+		ret = mstore_sync_row(s, e->name, e->base_len, e->flags,
+				      s->row->uidnext + (uint32_t)n_rows, &rows[n_rows], &skip,
+				      error_r);
+		if (ret == MSTORE_OK && !skip)
+			n_rows++;
 	}
+	free(rows);
 	free(sc.known);
 	free(sc.changed.v);
 	free(sc.vanished.v);
@@ -426,17 +509,26 @@ static int mstore_sync_new(struct mstore_sync *s, const char *new_path, const ch
 			break;
 		}
 		s->renamed = 1;
-		int dup;
-		ret = mstore_sync_add(s, target, e->base_len, e->flags, &dup, error_r);
-		if (ret == MSTORE_OK && dup) {
-			/* A second delivery of a message the index has: keep the first. */
-			struct mstore_msg old;
-			char old_name[MSTORE_FILE_MAX + 16];
-			int found = ix->ops->msg_find_base(ix, s->row->id, base, &old, &ixerr);
-			if (found < 0) {
-				ret = mstore_ix_fail(error_r, ixerr);
-				break;
+		/* A second delivery of a message the index has: keep the first. */
+		struct mstore_msg old;
+		int found = ix->ops->msg_find_base(ix, s->row->id, base, &old, &ixerr);
+		if (found < 0) {
+			ret = mstore_ix_fail(error_r, ixerr);
+			break;
+		}
+		int dup = found;
+		if (!found) {
+			ret = mstore_sync_add(s, target, e->base_len, e->flags, &dup, error_r);
+			if (ret == MSTORE_OK && dup) {
+				found = ix->ops->msg_find_base(ix, s->row->id, base, &old, &ixerr);
+				if (found < 0) {
+					ret = mstore_ix_fail(error_r, ixerr);
+					break;
+				}
 			}
+		}
+		if (ret == MSTORE_OK && dup) {
+			char old_name[MSTORE_FILE_MAX + 16];
 			mstore_msg_fname(base, found ? old.flags : e->flags, old_name,
 					 sizeof(old_name));
 			if (strcmp(old_name, target) != 0)
@@ -451,7 +543,7 @@ static int mstore_sync_new(struct mstore_sync *s, const char *new_path, const ch
 }
 
 int mstore_sync_locked(struct mstore *st, struct mail_index_box *row, const char *dir,
-		       size_t *n_new_r, const char **error_r)
+		       size_t *n_new_r, struct mstore_msgvec *fresh_r, const char **error_r)
 {
 	char cur_path[MSTORE_PATH_MAX + 8], new_path[MSTORE_PATH_MAX + 8];
 	const char *ixerr = NULL;
@@ -461,7 +553,9 @@ int mstore_sync_locked(struct mstore *st, struct mail_index_box *row, const char
 	if (cur_fd < 0)
 		return mstore_fail(error_r, errno == ENOENT ? MSTORE_NOT_FOUND : MSTORE_IO,
 				   "cannot open %s: %s", cur_path, strerror(errno));
-	struct mstore_sync s = { .st = st, .row = row, .cur_fd = cur_fd };
+	struct mstore_sync s = { .st = st, .row = row, .cur_fd = cur_fd, .fresh = fresh_r };
+	if (fresh_r != NULL)
+		fresh_r->n = 0;
 	struct stat sb;
 	int ret = MSTORE_OK;
 	if (fstat(cur_fd, &sb) < 0) {
@@ -475,6 +569,8 @@ int mstore_sync_locked(struct mstore *st, struct mail_index_box *row, const char
 		if (full) {
 			ret = mstore_sync_cur(&s, cur_path, error_r);
 			s.renamed = 1;
+		} else {
+			s.fresh = NULL;
 		}
 		if (ret == MSTORE_OK)
 			ret = mstore_sync_new(&s, new_path, cur_path, error_r);
@@ -493,6 +589,10 @@ int mstore_sync_locked(struct mstore *st, struct mail_index_box *row, const char
 		ret = mstore_ix_fail(error_r, ixerr);
 	if (n_new_r != NULL)
 		*n_new_r = s.n_new;
+	if (fresh_r != NULL && (ret != MSTORE_OK || s.fresh == NULL)) {
+		free(fresh_r->v);
+		memset(fresh_r, 0, sizeof(*fresh_r));
+	}
 	return ret;
 }
 
@@ -550,6 +650,8 @@ int mstore_box_sync(struct mstore_box *box, const char **error_r)
 	struct mail_index_box row;
 	const char *ixerr = NULL;
 	int64_t new_m, cur_m;
+	free(box->fresh.v);
+	memset(&box->fresh, 0, sizeof(box->fresh));
 	int ret = mstore_box_stat(box, "new", &new_m, error_r);
 	if (ret == MSTORE_OK)
 		ret = mstore_box_stat(box, "cur", &cur_m, error_r);
@@ -584,7 +686,8 @@ int mstore_box_sync(struct mstore_box *box, const char **error_r)
 					  mstore_fail(error_r, MSTORE_NOT_FOUND,
 						      "mailbox '%s' was deleted", box->info.name);
 		else
-			ret = mstore_sync_locked(box->st, &row, box->dir, NULL, error_r);
+			ret = mstore_sync_locked(box->st, &row, box->dir, NULL, &box->fresh,
+						 error_r);
 		if (ret == MSTORE_OK && ix->ops->commit(ix, &ixerr) < 0)
 			ret = mstore_ix_fail(error_r, ixerr);
 		if (ret != MSTORE_OK) {
@@ -601,6 +704,7 @@ int mstore_box_sync(struct mstore_box *box, const char **error_r)
 	box->seen_cur_mtime = cur_m;
 	box->seen_hot = new_m > now - MSTORE_MTIME_SLACK_NS || cur_m > now - MSTORE_MTIME_SLACK_NS;
 	mstore_box_set_row(box, &row);
+	box->fresh_modseq = row.highestmodseq;
 	return mstore_box_keywords_load(box, error_r);
 }
 
@@ -647,6 +751,7 @@ void mstore_box_close(struct mstore_box **boxp)
 	const char *error;
 	(void)mstore_box_cache_flush(box, &error); /* best effort: a cache */
 	free(box->pending);
+	free(box->fresh.v);
 	free(box);
 	*boxp = NULL;
 }

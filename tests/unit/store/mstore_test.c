@@ -1,7 +1,8 @@
 /* mstore: default mailboxes, CREATE/DELETE/RENAME, subscriptions, APPEND and load,
  * delivery through new/ picked up by sync and poll, two sessions seeing each other's
  * STORE and EXPUNGE through changes(), CONDSTORE failures, COPY/MOVE UID maps, message
- * files renamed by another session, the cache, the POP3 lock, reindex, bad names. */
+ * files renamed by another session, the cache, a mailbox filled by another program
+ * (the import on first open), the POP3 lock, reindex, bad names. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -1082,6 +1083,174 @@ static void test_load_from_checkpoint(void **state)
 	mstore_box_close(&box);
 }
 
+static void write_file(const char *path, const char *data)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, data, strlen(data)), (ssize_t)strlen(data));
+	close(fd);
+}
+
+/* A mailbox filled by another program (files straight into cur/) is imported on its
+ * first open: UIDs in name order, flags and sizes from the names, a duplicate base and
+ * a directory skipped.  The list the import hands out is the one the index gives back
+ * later, and CONDSTORE still sees the import (MODSEQ 2, which the modseq index leaves
+ * out) as well as later changes. */
+static void test_import_cur(void **state)
+{
+	struct fixture *f = *state;
+	const char *err = NULL;
+	enum { N = 1500 };
+	char path[512];
+	/* Created in a scrambled order: the UIDs must follow the names, not readdir. */
+	for (int k = 0; k < N; k++) {
+		int i = (k * 7919) % N;
+		char body[64];
+		int len = snprintf(body, sizeof(body), "Subject: %d\r\n\r\nbody %d\r\n", i, i);
+		if (i % 100 == 5) /* no ",S=": the size comes from a stat */
+			snprintf(path, sizeof(path), "%s/cur/%d.M%dP1.host:2,%s", f->user,
+				 1600000000 + i, i, i % 3 == 0 ? "S" : "");
+		else
+			snprintf(path, sizeof(path), "%s/cur/%d.M%dP1.host,S=%d:2,%s", f->user,
+				 1600000000 + i, i, len, i % 3 == 0 ? "S" : "");
+		write_file(path, body);
+	}
+	/* A second file of one base (left by a crash) and a directory: neither is a
+	 * message of its own. */
+	snprintf(path, sizeof(path), "%s/cur/%d.M%dP1.host,S=%d:2,F", f->user, 1600000000 + 7, 7,
+		 (int)strlen("Subject: 7\r\n\r\nbody 7\r\n"));
+	write_file(path, "Subject: 7\r\n\r\nbody 7\r\n");
+	snprintf(path, sizeof(path), "%s/cur/1700000000.dir", f->user);
+	assert_int_equal(mkdir(path, 0700), 0);
+	age_dirs(f->user);
+
+	struct mstore_box *box;
+	struct mstore_list *list;
+	size_t n;
+	assert_int_equal(mstore_box_open(f->st, "INBOX", 0, &box, &err), MSTORE_OK);
+	assert_int_equal(mstore_box_info(box)->messages, N);
+	assert_int_equal(mstore_box_info(box)->uidnext, N + 1);
+	assert_int_equal(mstore_box_list(box, &list, &err), MSTORE_OK);
+	const struct mstore_msg *lm = mstore_list_msgs(list, &n);
+	assert_int_equal(n, N);
+	for (size_t k = 0; k < n; k++) {
+		int i = (int)k; /* the names sort as their numbers: same digit count */
+		char body[64];
+		int len = snprintf(body, sizeof(body), "Subject: %d\r\n\r\nbody %d\r\n", i, i);
+		assert_int_equal(lm[k].uid, k + 1);
+		assert_int_equal(lm[k].size, len);
+		assert_int_equal(lm[k].internaldate, 1600000000 + i);
+		assert_int_equal(lm[k].flags, i % 3 == 0 ? MSTORE_F_SEEN : 0);
+		assert_int_equal(lm[k].modseq, 2);
+	}
+	/* What a second session reads (list file or index) is the same list. */
+	struct mstore *st2 = open_second(f);
+	struct mstore_box *box2;
+	struct mstore_msg *again;
+	size_t n2;
+	assert_int_equal(mstore_box_open(st2, "INBOX", 0, &box2, &err), MSTORE_OK);
+	assert_int_equal(mstore_box_load(box2, &again, &n2, &err), MSTORE_OK);
+	assert_int_equal(n2, N);
+	assert_memory_equal(again, lm, N * sizeof(*again));
+	free(again);
+	mstore_list_free(&list);
+
+	/* CONDSTORE: the import is "changed since 1", not "since 2"; a STORE after it is
+	 * found through the modseq index. */
+	struct mstore_msg *ch, *changed;
+	uint32_t *failed, *gone;
+	size_t n_ch, n_failed, n_gone;
+	int complete;
+	assert_int_equal(mstore_box_changes(box2, 1, &changed, &n_ch, &gone, &n_gone, &complete,
+					    &err),
+			 MSTORE_OK);
+	assert_int_equal(n_ch, N);
+	free(changed);
+	free(gone);
+	assert_int_equal(mstore_box_changes(box2, 2, &changed, &n_ch, &gone, &n_gone, &complete,
+					    &err),
+			 MSTORE_OK);
+	assert_int_equal(n_ch, 0);
+	free(changed);
+	free(gone);
+	uint32_t uids[] = { 5, 1200 };
+	assert_int_equal(mstore_box_store(box, uids, 2, MSTORE_STORE_ADD, MSTORE_F_FLAGGED, NULL,
+					  0, &ch, &n_ch, &failed, &n_failed, &err),
+			 MSTORE_OK);
+	free(ch);
+	free(failed);
+	assert_int_equal(mstore_box_sync(box2, &err), MSTORE_OK);
+	assert_int_equal(mstore_box_changes(box2, 2, &changed, &n_ch, &gone, &n_gone, &complete,
+					    &err),
+			 MSTORE_OK);
+	assert_int_equal(n_ch, 2);
+	assert_int_equal(changed[0].uid, 5);
+	assert_int_equal(changed[1].uid, 1200);
+	assert_true(changed[1].modseq > 2);
+	free(changed);
+	free(gone);
+	mstore_box_close(&box2);
+	mstore_close(&st2);
+
+	/* New files of bases the import has (the first, a middle and the last, as a
+	 * program redelivering them would leave them) are duplicates; a new base is not. */
+	int dups[] = { 0, 777, N - 1 };
+	for (size_t k = 0; k < 3; k++) {
+		int i = dups[k];
+		char body[64];
+		int len = snprintf(body, sizeof(body), "Subject: %d\r\n\r\nbody %d\r\n", i, i);
+		snprintf(path, sizeof(path), "%s/new/%d.M%dP1.host,S=%d", f->user, 1600000000 + i,
+			 i, len);
+		write_file(path, body);
+	}
+	snprintf(path, sizeof(path), "%s/new/1650000000.M1P1.host,S=6", f->user);
+	write_file(path, "y\r\n\r\n");
+	assert_int_equal(mstore_box_sync(box, &err), MSTORE_OK);
+	assert_int_equal(mstore_box_info(box)->messages, N + 1);
+	assert_int_equal(mstore_box_info(box)->uidnext, N + 2);
+	struct mstore_msg *all;
+	assert_int_equal(mstore_box_load(box, &all, &n2, &err), MSTORE_OK);
+	assert_int_equal(n2, N + 1);
+	assert_int_equal(all[N].uid, N + 1);
+	assert_int_equal(all[N].size, 6);
+	free(all);
+	snprintf(path, sizeof(path), "%s/cur", f->user);
+	DIR *cur = opendir(path);
+	assert_non_null(cur);
+	size_t files = 0;
+	for (struct dirent *de; (de = readdir(cur)) != NULL;)
+		files += de->d_name[0] != '.';
+	closedir(cur);
+	assert_int_equal(files, N + 1 /* the crash copy of 7 */ + 1 /* the directory */ + 1);
+	mstore_box_close(&box);
+
+	/* Imported, then changed by the same box before its list is read: the list shows
+	 * the change (the import's own list is stale by then). */
+	assert_int_equal(mstore_create(f->st, "Other", 0, &err), MSTORE_OK);
+	char other[512];
+	snprintf(other, sizeof(other), "%s/.Other", f->user);
+	for (int i = 0; i < 100; i++) {
+		snprintf(path, sizeof(path), "%s/cur/%d.M%dP2.host,S=6:2,", other, 1600000000 + i, i);
+		write_file(path, "x\r\n\r\n");
+	}
+	age_dirs(other);
+	assert_int_equal(mstore_box_open(f->st, "Other", 0, &box, &err), MSTORE_OK);
+	uint32_t one = 3;
+	assert_int_equal(mstore_box_store(box, &one, 1, MSTORE_STORE_ADD, MSTORE_F_ANSWERED, NULL,
+					  0, &ch, &n_ch, &failed, &n_failed, &err),
+			 MSTORE_OK);
+	free(ch);
+	free(failed);
+	assert_int_equal(mstore_box_list(box, &list, &err), MSTORE_OK);
+	lm = mstore_list_msgs(list, &n);
+	assert_int_equal(n, 100);
+	assert_int_equal(lm[2].flags, MSTORE_F_ANSWERED);
+	assert_true(lm[2].modseq > 2);
+	assert_int_equal(lm[3].flags, 0);
+	mstore_list_free(&list);
+	mstore_box_close(&box);
+}
+
 static void test_pop3_lock(void **state)
 {
 	struct fixture *f = *state;
@@ -1249,6 +1418,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_cache, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cache_batches, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_load_from_checkpoint, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_import_cur, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pop3_lock, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reindex, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_names, setup, teardown),
