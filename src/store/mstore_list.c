@@ -114,10 +114,13 @@ static void list_write(struct mstore_box *box, const struct mstore_msg *msgs, si
 	if (list_boot() < 0)
 		return;
 	list_path(box, path, sizeof(path));
-	/* Unique per writer: two sessions of one worker may write the same list at once,
-	 * each from its own pool thread. */
+	/* In the folder's tmp/, where a crash's leftover is swept away in time, under a
+	 * name unique per writer: two sessions of one worker may write the same list at
+	 * once, each from its own pool thread. */
 	static _Atomic unsigned long list_tmp_seq;
-	snprintf(tmp, sizeof(tmp), "%s.%ld.%lu.tmp", path, (long)getpid(), ++list_tmp_seq);
+	mstore_tmp_sweep(box->dir);
+	snprintf(tmp, sizeof(tmp), "%s/tmp/" LIST_FILE ".%ld.%lu", box->dir, (long)getpid(),
+		 ++list_tmp_seq);
 	struct list_header h;
 	memset(&h, 0, sizeof(h));
 	memcpy(h.magic, LIST_MAGIC, sizeof(h.magic));

@@ -15,6 +15,8 @@
 #define MSTORE_ROOT_MAX (MSTORE_PATH_MAX - 600)
 #define MSTORE_FILE_MAX 256          /* a directory entry's name, NUL included */
 #define MSTORE_MAILBOXES_MAX 10000   /* per user: LIST stays cheap */
+#define MSTORE_TMP_MAX_AGE (36 * 3600) /* a tmp/ file this old was left by a crash */
+#define MSTORE_TMP_SWEEP_MAX 1000    /* tmp/ entries one sweep looks at */
 #define MSTORE_FLAGS_ALL                                                                   \
 	(MSTORE_F_SEEN | MSTORE_F_ANSWERED | MSTORE_F_FLAGGED | MSTORE_F_DELETED |         \
 	 MSTORE_F_DRAFT)
@@ -154,5 +156,8 @@ int mstore_sync_locked(struct mstore *st, struct mail_index_box *row, const char
 int mstore_folder_create(const char *path, const char **error_r);
 /* Removes a directory tree (a deleted mailbox's folder).  0 or -1. */
 int mstore_tree_remove(const char *path);
+/* Removes what a crash left in the folder's tmp/: files untouched for 36 hours (the
+ * Maildir rule; a writer that is still busy touches its file).  Best effort. */
+void mstore_tmp_sweep(const char *folder);
 
 #endif

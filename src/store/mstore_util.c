@@ -2,6 +2,7 @@
  * names, keywords, folder creation and removal, message lists. */
 #include "store/mstore_private.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -12,6 +13,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
@@ -459,6 +461,31 @@ static int mstore_rm_entry(const char *path, const struct stat *sb, int flag, st
 int mstore_tree_remove(const char *path)
 {
 	return nftw(path, mstore_rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+void mstore_tmp_sweep(const char *folder)
+{
+	char path[MSTORE_PATH_MAX + 8];
+	snprintf(path, sizeof(path), "%s/tmp", folder);
+	int dfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0)
+		return;
+	DIR *d = fdopendir(dfd);
+	if (d == NULL) {
+		close(dfd);
+		return;
+	}
+	time_t old = time(NULL) - MSTORE_TMP_MAX_AGE;
+	struct dirent *de;
+	struct stat sb;
+	for (int seen = 0; seen < MSTORE_TMP_SWEEP_MAX && (de = readdir(d)) != NULL; seen++) {
+		if (de->d_name[0] == '.' ||
+		    fstatat(dfd, de->d_name, &sb, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(sb.st_mode))
+			continue;
+		if (sb.st_mtime < old && sb.st_atime < old)
+			unlinkat(dfd, de->d_name, 0);
+	}
+	closedir(d);
 }
 
 /* ---- message lists -------------------------------------------------------------------- */

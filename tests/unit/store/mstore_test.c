@@ -1123,6 +1123,17 @@ static void test_import_cur(void **state)
 	snprintf(path, sizeof(path), "%s/cur/1700000000.dir", f->user);
 	assert_int_equal(mkdir(path, 0700), 0);
 	age_dirs(f->user);
+	/* What a crash left in tmp/ goes when it is 36 hours old; a file in use stays. */
+	char stale[512], busy[512];
+	snprintf(stale, sizeof(stale), "%s/tmp/tern-list.99999.1", f->user);
+	snprintf(busy, sizeof(busy), "%s/tmp/1700000000.P1Q1.host", f->user);
+	write_file(stale, "x");
+	write_file(busy, "y");
+	struct timespec past[2];
+	clock_gettime(CLOCK_REALTIME, &past[0]);
+	past[0].tv_sec -= 37 * 3600;
+	past[1] = past[0];
+	assert_int_equal(utimensat(AT_FDCWD, stale, past, 0), 0);
 
 	struct mstore_box *box;
 	struct mstore_list *list;
@@ -1143,6 +1154,10 @@ static void test_import_cur(void **state)
 		assert_int_equal(lm[k].flags, i % 3 == 0 ? MSTORE_F_SEEN : 0);
 		assert_int_equal(lm[k].modseq, 2);
 	}
+	assert_int_equal(access(stale, F_OK), -1);
+	assert_int_equal(access(busy, F_OK), 0);
+	snprintf(path, sizeof(path), "%s/tern-list", f->user);
+	assert_int_equal(access(path, F_OK), 0);
 	/* What a second session reads (list file or index) is the same list. */
 	struct mstore *st2 = open_second(f);
 	struct mstore_box *box2;
