@@ -226,6 +226,7 @@ struct imap_server {
 	int own_auth_failures;
 	struct conn_server *conns;
 	struct imap_snapshots *snapshots; /* message lists shared by the sessions */
+	struct watcher *watcher;       /* IDLE's change notification; NULL: IDLE polls */
 	int n_sessions;
 	int freeing;                   /* imap_server_free() ran: the last session frees it */
 };

@@ -13,6 +13,7 @@
 #include "base/counter.h"
 #include "base/utf8.h"
 #include "event/pool.h"
+#include "event/watch.h"
 
 #include <event2/event.h>
 #include <netinet/in.h>
@@ -22,7 +23,9 @@
 #include <string.h>
 #include <strings.h>
 
-#define IMAP_IDLE_POLL_MS 500       /* a delivery shows up in an IDLE within this */
+#define IMAP_IDLE_POLL_MS 500       /* without change notification, IDLE polls this often */
+#define IMAP_IDLE_SAFETY_MS 30000   /* with it: a poll for what the kernel does not report */
+#define IMAP_IDLE_FIRST_MS 100      /* IDLE's first poll */
 #define IMAP_CMD_MAX_OTHER (1024 * 1024) /* a whole non-APPEND command, literals included */
 #define IMAP_CMD_MAX_PRE_AUTH (16 * 1024)
 
@@ -54,7 +57,10 @@ struct session_priv {
 	int starttls;                  /* start TLS once the running command is answered */
 	int idle;                      /* an IDLE command runs */
 	int idle_line_waiting;         /* DONE arrived while the idle poll ran */
+	int idle_again;                /* a change was reported while the idle poll ran */
 	struct event *idle_timer;
+	struct watch *idle_watch;      /* the selected mailbox's change watch during IDLE */
+	int idle_poll_ms;              /* IDLE's poll interval (slow with a watch) */
 	int commands;
 	time_t start;
 	/* s->info points here: a copy that outlives the connection (a pool job may still
@@ -65,6 +71,7 @@ struct session_priv {
 };
 
 static void session_process(struct imap_session *s);
+static void idle_tick(evutil_socket_t fd, short what, void *arg);
 static void session_call(struct imap_session *s);
 static void session_finish(struct imap_session *s);
 static void session_free(struct imap_session *s);
@@ -448,6 +455,10 @@ static void job_done(void *arg)
 		if (p->idle_line_waiting) {
 			p->idle_line_waiting = 0;
 			session_process(s);
+		} else if (p->idle_again) {
+			/* The poll may have looked before that change: once more. */
+			p->idle_again = 0;
+			idle_tick(-1, 0, s);
 		}
 		break;
 	}
@@ -816,11 +827,47 @@ static void idle_tick(evutil_socket_t fd, short what, void *arg)
 	struct imap_session *s = arg;
 	struct session_priv *p = priv(s);
 	struct session_cmd *sc = cur(s);
-	if (p->dead || p->closing || !p->idle || p->job || sc == NULL || !sc->want_line)
+	if (p->dead || p->closing || !p->idle || sc == NULL || !sc->want_line)
 		return;
 	if (s->state != IMAP_ST_SELECTED || s->view.box == NULL)
 		return;
+	if (p->job) {
+		p->idle_again = p->job_kind == JOB_IDLE_POLL;
+		return;
+	}
 	session_submit(s, JOB_IDLE_POLL);
+}
+
+/* The kernel reported a change where the selected mailbox lives. */
+static void idle_notify(void *arg)
+{
+	idle_tick(-1, 0, arg);
+}
+
+static void idle_timer_fired(evutil_socket_t fd, short what, void *arg)
+{
+	struct imap_session *s = arg;
+	struct session_priv *p = priv(s);
+	idle_tick(fd, what, arg);
+	if (p->idle && !p->dead) {
+		struct timeval tv = { p->idle_poll_ms / 1000, (p->idle_poll_ms % 1000) * 1000 };
+		evtimer_add(p->idle_timer, &tv);
+	}
+}
+
+/* Watches the selected mailbox for IDLE; 0, or -1 (then IDLE polls). */
+static int idle_watch_start(struct imap_session *s)
+{
+	struct session_priv *p = priv(s);
+	char paths[3][MSTORE_WATCH_PATH_MAX];
+	const char *ptrs[3];
+	if (s->srv->watcher == NULL || s->view.box == NULL)
+		return -1;
+	size_t n = mstore_box_watch_paths(s->view.box, paths, 3);
+	for (size_t i = 0; i < n; i++)
+		ptrs[i] = paths[i];
+	p->idle_watch = n > 0 ? watch_add(s->srv->watcher, ptrs, n, idle_notify, s) : NULL;
+	return p->idle_watch != NULL ? 0 : -1;
 }
 
 static void idle_stop(struct imap_session *s)
@@ -828,7 +875,9 @@ static void idle_stop(struct imap_session *s)
 	struct session_priv *p = priv(s);
 	if (p->idle_timer != NULL)
 		evtimer_del(p->idle_timer);
+	watch_remove(&p->idle_watch);
 	p->idle = 0;
+	p->idle_again = 0;
 	if (s->conn != NULL)
 		conn_set_timeout(s->conn, s->srv->set.timeout);
 }
@@ -842,12 +891,14 @@ enum imap_cmd_result imap_cmd_idle(struct imap_session *s, struct imap_cmd *c)
 			return IMAP_CMD_DONE;
 		}
 		if (p->idle_timer == NULL)
-			p->idle_timer = event_new(s->srv->base, -1, EV_PERSIST, idle_tick, s);
+			p->idle_timer = event_new(s->srv->base, -1, 0, idle_timer_fired, s);
 		if (p->idle_timer == NULL) {
 			imap_cmd_no(c, "[UNAVAILABLE] Out of memory");
 			return IMAP_CMD_DONE;
 		}
-		struct timeval tv = { 0, IMAP_IDLE_POLL_MS * 1000 };
+		p->idle_poll_ms = idle_watch_start(s) == 0 ? IMAP_IDLE_SAFETY_MS : IMAP_IDLE_POLL_MS;
+		/* A first poll soon: for what changed before the watch was in place. */
+		struct timeval tv = { 0, IMAP_IDLE_FIRST_MS * 1000 };
 		evtimer_add(p->idle_timer, &tv);
 		p->idle = 1;
 		if (s->conn != NULL)
@@ -984,6 +1035,7 @@ static void session_closed_cb(void *session, const char *reason)
 	p->dead = 1;
 	if (p->idle_timer != NULL)
 		evtimer_del(p->idle_timer);
+	watch_remove(&p->idle_watch);
 	struct session_cmd *sc = cur(s);
 	if (p->job)
 		return; /* the job's completion frees */
@@ -997,6 +1049,7 @@ static void session_closed_cb(void *session, const char *reason)
 static void server_free_now(struct imap_server *srv)
 {
 	imap_snapshots_free(&srv->snapshots);
+	watcher_free(&srv->watcher);
 	if (srv->own_auth_failures)
 		counter_table_free(&srv->auth_failures);
 	free(srv);
@@ -1012,6 +1065,7 @@ static void session_release(struct imap_session *s)
 	buf_deinit(&p->line);
 	if (p->idle_timer != NULL)
 		event_free(p->idle_timer);
+	watch_remove(&p->idle_watch);
 	free(p);
 	free(s);
 	srv->n_sessions--;
@@ -1081,6 +1135,7 @@ struct imap_server *imap_server_new(struct event_base *base, struct pool *pool,
 		server_free_now(srv);
 		return NULL;
 	}
+	srv->watcher = watcher_new(base); /* NULL: IDLE polls */
 	struct conn_settings cs = {
 		.proto = "imap",
 		.max_connections = set->max_connections,

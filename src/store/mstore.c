@@ -435,6 +435,7 @@ static int mstore_finish(struct mstore *st, int ret, struct mstore_undo *undo,
 		mstore_undo_run(undo);
 	} else {
 		mstore_undo_free(undo);
+		mstore_touch_changed(st);
 	}
 	return ret;
 }

@@ -147,6 +147,14 @@ void mstore_box_close(struct mstore_box **box);
 /* Name, UIDVALIDITY, UIDNEXT, HIGHESTMODSEQ and counters as of the last sync; borrowed
  * until the next call on the box. */
 const struct mstore_mailbox *mstore_box_info(const struct mstore_box *box);
+/* Where a change to the box shows first, for a change watch: its new/ (deliveries)
+ * and cur/ (flags, expunges, copies by other sessions), and the directory of the
+ * user's index (every commit, keywords too).  Returns how many were written (at most
+ * max, each at most MSTORE_WATCH_PATH_MAX bytes with the NUL; 0 when one is too
+ * long). */
+#define MSTORE_WATCH_PATH_MAX 4112
+size_t mstore_box_watch_paths(const struct mstore_box *box, char (*paths)[MSTORE_WATCH_PATH_MAX],
+			      size_t max);
 /* The box's keyword names, index i for bit i of mstore_msg.keywords; borrowed until the
  * next call on the box.  Keywords are created on first use (STORE, APPEND). */
 const char *const *mstore_box_keywords(const struct mstore_box *box, size_t *n_r);

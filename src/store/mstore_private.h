@@ -16,6 +16,7 @@
 #define MSTORE_FILE_MAX 256          /* a directory entry's name, NUL included */
 #define MSTORE_MAILBOXES_MAX 10000   /* per user: LIST stays cheap */
 #define MSTORE_TMP_MAX_AGE (36 * 3600) /* a tmp/ file this old was left by a crash */
+#define MSTORE_CHANGED_FILE "tern-changed" /* in the user's root: see mstore_touch_changed */
 #define MSTORE_TMP_SWEEP_MAX 1000    /* tmp/ entries one sweep looks at */
 #define MSTORE_FLAGS_ALL                                                                   \
 	(MSTORE_F_SEEN | MSTORE_F_ANSWERED | MSTORE_F_FLAGGED | MSTORE_F_DELETED |         \
@@ -159,5 +160,9 @@ int mstore_tree_remove(const char *path);
 /* Removes what a crash left in the folder's tmp/: files untouched for 36 hours (the
  * Maildir rule; a writer that is still busy touches its file).  Best effort. */
 void mstore_tmp_sweep(const char *folder);
+/* After a commit that others should see: touches the user's change marker, which
+ * IDLE sessions watch (mstore_box_watch_paths); the index's own writes come before
+ * the commit is visible.  Best effort. */
+void mstore_touch_changed(const struct mstore *st);
 
 #endif

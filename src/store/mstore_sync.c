@@ -761,6 +761,20 @@ const struct mstore_mailbox *mstore_box_info(const struct mstore_box *box)
 	return &box->info;
 }
 
+size_t mstore_box_watch_paths(const struct mstore_box *box, char (*paths)[MSTORE_WATCH_PATH_MAX],
+			      size_t max)
+{
+	const char *const base[] = { box->dir, box->dir, box->st->root };
+	const char *const sub[] = { "/new", "/cur", "" };
+	size_t n = max < 3 ? max : 3;
+	for (size_t i = 0; i < n; i++) {
+		int len = snprintf(paths[i], MSTORE_WATCH_PATH_MAX, "%s%s", base[i], sub[i]);
+		if (len < 0 || len >= MSTORE_WATCH_PATH_MAX)
+			return 0;
+	}
+	return n;
+}
+
 const char *const *mstore_box_keywords(const struct mstore_box *box, size_t *n_r)
 {
 	*n_r = box->n_kw;
@@ -945,8 +959,10 @@ static int mstore_wtx_end(struct mstore *st, struct mstore_wtx *w, int ret,
 		st->ix->ops->rollback(st->ix);
 		if (undo != NULL)
 			mstore_undo_run(undo);
-	} else if (undo != NULL) {
-		mstore_undo_free(undo);
+	} else {
+		if (undo != NULL)
+			mstore_undo_free(undo);
+		mstore_touch_changed(st);
 	}
 	if (w->cur_fd >= 0)
 		close(w->cur_fd);

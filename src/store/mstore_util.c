@@ -463,6 +463,17 @@ int mstore_tree_remove(const char *path)
 	return nftw(path, mstore_rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
+void mstore_touch_changed(const struct mstore *st)
+{
+	char path[MSTORE_PATH_MAX];
+	snprintf(path, sizeof(path), "%s/" MSTORE_CHANGED_FILE, st->root);
+	if (utimensat(AT_FDCWD, path, NULL, 0) < 0 && errno == ENOENT) {
+		int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+		if (fd >= 0)
+			close(fd);
+	}
+}
+
 void mstore_tmp_sweep(const char *folder)
 {
 	char path[MSTORE_PATH_MAX + 8];

@@ -607,13 +607,52 @@ def test_idle_woken_by_delivery(it):
         assert c.cmd("NOOP").status == "OK"
 
 
-def test_two_sessions_see_each_others_changes(it):
+def two_sessions(it, n):
+    """A new user whose INBOX got n messages, and two logged-in sessions of it."""
     user = fresh_user(it)
-    for _ in range(3):
+    for _ in range(n):
         deliver(it, to=user)
-    it.wait_message(user, b"Subject:", count=3)
-    a = raw_login(it, user)
-    b = raw_login(it, user)
+    it.wait_message(user, b"Subject:", count=n)
+    return user, raw_login(it, user), raw_login(it, user)
+
+
+def test_idle_woken_by_other_sessions(it):
+    """Another session's flag change (a rename in cur/), keyword (only the index
+    changes) and EXPUNGE each reach an IDLE session through the change watch: well
+    before IDLE's 30 s safety poll."""
+    _, a, b = two_sessions(it, 2)
+
+    def next_fetch(seq):
+        for _ in range(5):
+            line = a.line()
+            if line.startswith(b"* %d FETCH (" % seq):
+                return line
+            assert line.startswith(b"* "), line  # e.g. FLAGS for a new keyword
+        raise AssertionError("no FETCH for %d" % seq)
+
+    try:
+        a.ok("SELECT INBOX")
+        b.ok("SELECT INBOX")
+        a.send("i1 IDLE\r\n")
+        assert a.line() == b"+ idling"
+        a.timeout = T(5)
+        b.ok("STORE 1 +FLAGS (\\Flagged)")
+        assert b"\\Flagged" in next_fetch(1)
+        b.ok("STORE 2 +FLAGS ($Work)")
+        assert b"$Work" in next_fetch(2)
+        b.ok("STORE 1 +FLAGS (\\Deleted)")
+        assert b"\\Deleted" in next_fetch(1)
+        b.ok("EXPUNGE")
+        assert a.line() == b"* 1 EXPUNGE"
+        a.send("DONE\r\n")
+        assert a.line() == b"i1 OK IDLE terminated"
+    finally:
+        a.close()
+        b.close()
+
+
+def test_two_sessions_see_each_others_changes(it):
+    user, a, b = two_sessions(it, 3)
     try:
         assert b"3 EXISTS" in a.ok("SELECT INBOX").untagged
         assert b"3 EXISTS" in b.ok("SELECT INBOX").untagged
