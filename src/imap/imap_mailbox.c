@@ -1024,47 +1024,61 @@ enum imap_cmd_result imap_cmd_append(struct imap_session *s, struct imap_cmd *c)
 			return IMAP_CMD_DONE;
 		}
 	}
-	uint32_t validity = 0, first_uid = 0, last_uid = 0;
+	/* All or none (RFC 3502): one store call for every message. */
+	struct mstore_append_msg *am = calloc(n_msgs, sizeof(*am));
+	uint32_t *got = calloc(n_msgs, sizeof(*got));
+	if (am == NULL || got == NULL) {
+		free(am);
+		free(got);
+		free(msgs);
+		imap_cmd_no(c, "[UNAVAILABLE] Out of memory");
+		return IMAP_CMD_DONE;
+	}
+	for (size_t k = 0; k < n_msgs; k++) {
+		am[k].data = msgs[k].data->s;
+		am[k].len = msgs[k].data->len;
+		am[k].flags = msgs[k].flags;
+		am[k].keywords = msgs[k].keywords[0] ? msgs[k].keywords : NULL;
+		am[k].internaldate = msgs[k].date;
+		am[k].tz = msgs[k].tz;
+	}
+	const char *error = NULL;
+	uint32_t validity = 0;
+	int st = mstore_append_many(s->store, name, am, n_msgs, &validity, got, &error);
+	free(am);
+	free(msgs);
+	if (st != MSTORE_OK) {
+		free(got);
+		if (st == MSTORE_NOT_FOUND)
+			imap_cmd_no(c, "[TRYCREATE] Mailbox does not exist");
+		else if (st == MSTORE_BAD_NAME)
+			imap_cmd_no(c, "[CANNOT] Cannot append to this mailbox");
+		else
+			imap_cmd_store_error(s, c, st, error, 1);
+		return IMAP_CMD_DONE;
+	}
+	/* APPENDUID's set: consecutive UIDs as ranges (RFC 4315 3). */
 	struct buf uids;
 	buf_init(&uids, 0);
-	for (size_t k = 0; k < n_msgs; k++) {
-		const char *error = NULL;
-		uint32_t uid = 0;
-		struct append_msg *m = &msgs[k];
-		int st = mstore_append(s->store, name, m->data->s, m->data->len, m->flags,
-				       m->keywords[0] ? m->keywords : NULL, m->date, m->tz, &validity,
-				       &uid, &error);
-		if (st != MSTORE_OK) {
-			free(msgs);
-			buf_deinit(&uids);
-			if (st == MSTORE_NOT_FOUND)
-				imap_cmd_no(c, "[TRYCREATE] Mailbox does not exist");
-			else if (st == MSTORE_BAD_NAME)
-				imap_cmd_no(c, "[CANNOT] Cannot append to this mailbox");
-			else
-				imap_cmd_store_error(s, c, st, error, 1);
-			return IMAP_CMD_DONE;
+	uint32_t first_uid = got[0], last_uid = got[0];
+	for (size_t k = 1; k < n_msgs; k++) {
+		if (got[k] == last_uid + 1) {
+			last_uid = got[k];
+			continue;
 		}
-		/* APPENDUID's set: consecutive UIDs as ranges (RFC 4315 3). */
-		if (k == 0) {
-			first_uid = last_uid = uid;
-		} else if (uid == last_uid + 1) {
-			last_uid = uid;
-		} else {
-			if (first_uid == last_uid)
-				buf_printf(&uids, "%s%u", uids.len ? "," : "", first_uid);
-			else
-				buf_printf(&uids, "%s%u:%u", uids.len ? "," : "", first_uid, last_uid);
-			first_uid = last_uid = uid;
-		}
+		if (first_uid == last_uid)
+			buf_printf(&uids, "%s%u", uids.len ? "," : "", first_uid);
+		else
+			buf_printf(&uids, "%s%u:%u", uids.len ? "," : "", first_uid, last_uid);
+		first_uid = last_uid = got[k];
 	}
+	free(got);
 	if (first_uid == last_uid)
 		buf_printf(&uids, "%s%u", uids.len ? "," : "", first_uid);
 	else
 		buf_printf(&uids, "%s%u:%u", uids.len ? "," : "", first_uid, last_uid);
 	imap_cmd_ok(c, "[APPENDUID %u %s] APPEND completed", validity, uids.data ? uids.data : "");
 	buf_deinit(&uids);
-	free(msgs);
 	return IMAP_CMD_DONE;
 }
 

@@ -798,23 +798,133 @@ int mstore_subscriptions(struct mstore *st, char ***names_r, size_t *n_r, const 
 
 /* ---- APPEND --------------------------------------------------------------------------- */
 
-int mstore_append(struct mstore *st, const char *name, const void *data, size_t len,
-		  uint32_t flags, const char *keywords, int64_t internaldate, int tz,
-		  uint32_t *uidvalidity_r, uint32_t *uid_r, const char **error_r)
+/* The files of one APPEND before they are in the index. */
+struct mstore_append_file {
+	char base[MSTORE_FILE_MAX];
+	uint32_t flags;
+	int64_t date;
+	int in_tmp;  /* written to tmp/, not yet moved */
+};
+
+static void mstore_append_path(char *out, size_t cap, const char *dir, const char *sub,
+			       const struct mstore_append_file *f)
 {
-	char norm[MSTORE_NAME_MAX], dir[MSTORE_PATH_MAX], base[MSTORE_FILE_MAX];
-	char tmp_path[MSTORE_PATH_MAX + MSTORE_FILE_MAX], cur_path[MSTORE_PATH_MAX + MSTORE_FILE_MAX];
-	char cur_dir[MSTORE_PATH_MAX + 8], letters[8];
+	char letters[8];
+	mstore_flags_letters(f->flags, letters);
+	if (strcmp(sub, "cur") == 0)
+		snprintf(out, cap, "%s/cur/%s:2,%s", dir, f->base, letters);
+	else
+		snprintf(out, cap, "%s/tmp/%s", dir, f->base);
+}
+
+/* Writes and syncs msg as f's file in dir/tmp/ (outside the index lock: other sessions
+ * go on meanwhile). */
+static int mstore_append_write(struct mstore *st, const char *dir,
+			       const struct mstore_append_msg *msg, struct mstore_append_file *f,
+			       const char **error_r)
+{
+	char tmp_path[MSTORE_PATH_MAX + MSTORE_FILE_MAX];
+	f->flags = msg->flags & MSTORE_FLAGS_ALL;
+	f->date = msg->internaldate > 0 ? msg->internaldate : (int64_t)time(NULL);
+	/* The leading timestamp is the internal date, so a rebuilt index keeps it. */
+	mstore_unique_name(st, f->date, (uint64_t)msg->len, f->base, sizeof(f->base));
+	mstore_append_path(tmp_path, sizeof(tmp_path), dir, "tmp", f);
+	int fd = open(tmp_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0)
+		return mstore_fail(error_r, mstore_errno_status(errno), "cannot create %s: %s",
+				   tmp_path, strerror(errno));
+	f->in_tmp = 1;
+	if (file_write_all(fd, msg->data, msg->len) < 0 || fsync(fd) < 0) {
+		int saved = errno;
+		close(fd);
+		return mstore_fail(error_r, mstore_errno_status(saved), "cannot write %s: %s",
+				   tmp_path, strerror(saved));
+	}
+	if (close(fd) < 0)
+		return mstore_fail(error_r, mstore_errno_status(errno), "cannot close %s: %s",
+				   tmp_path, strerror(errno));
+	return MSTORE_OK;
+}
+
+/* In the write transaction: moves every file into cur/ (undone on failure), then gives
+ * them rows under one new MODSEQ. */
+static int mstore_append_locked(struct mstore *st, struct mail_index_box *row, const char *dir,
+				const struct mstore_append_msg *msgs,
+				struct mstore_append_file *files, size_t n, uint32_t *uids_r,
+				struct mstore_undo *undo, const char **error_r)
+{
 	char names[MSTORE_KEYWORDS_MAX][MSTORE_KEYWORD_LEN];
 	char kw[MSTORE_KEYWORDS_MAX][MSTORE_KEYWORD_LEN];
+	char tmp_path[MSTORE_PATH_MAX + MSTORE_FILE_MAX], cur_path[MSTORE_PATH_MAX + MSTORE_FILE_MAX];
+	char cur_dir[MSTORE_PATH_MAX + 8];
+	struct mail_index *ix = st->ix;
+	const char *ixerr = NULL;
+	size_t n_names, n_kw;
+	struct stat sb;
+	snprintf(cur_dir, sizeof(cur_dir), "%s/cur", dir);
+	if (row->uidnext + (uint64_t)n > UINT32_MAX)
+		return mstore_fail(error_r, MSTORE_LIMIT, "mailbox '%s' has run out of UIDs",
+				   row->name);
+	/* Only a cur/ as tern left it may be recorded as tern's after this. */
+	int clean = stat(cur_dir, &sb) == 0 && mstore_mtime_ns(&sb) == row->cur_mtime;
+	if (ix->ops->keywords_get(ix, row->id, kw, &n_kw, &ixerr) < 0)
+		return mstore_ix_fail(error_r, ixerr);
+	for (size_t i = 0; i < n; i++) {
+		mstore_append_path(tmp_path, sizeof(tmp_path), dir, "tmp", &files[i]);
+		mstore_append_path(cur_path, sizeof(cur_path), dir, "cur", &files[i]);
+		if (rename(tmp_path, cur_path) < 0)
+			return mstore_fail(error_r, mstore_errno_status(errno),
+					   "cannot rename %s: %s", tmp_path, strerror(errno));
+		files[i].in_tmp = 0;
+		if (mstore_undo_add(undo, MSTORE_UNDO_UNLINK, cur_path, NULL) < 0)
+			return mstore_fail(error_r, MSTORE_IO, "out of memory");
+	}
+	if (file_fsync_dir(cur_dir) < 0)
+		return mstore_fail(error_r, mstore_errno_status(errno), "cannot fsync %s: %s",
+				   cur_dir, strerror(errno));
+	uint64_t modseq = ++row->highestmodseq;
+	for (size_t i = 0; i < n; i++) {
+		const struct mstore_append_msg *msg = &msgs[i];
+		uint64_t bits = 0;
+		int ret = mstore_keywords_parse(msg->keywords, names, &n_names, error_r);
+		if (ret == MSTORE_OK)
+			ret = mstore_keywords_bits(ix, row->id, kw, &n_kw, names, n_names, 1, &bits,
+						   error_r);
+		if (ret != MSTORE_OK)
+			return ret;
+		struct mail_index_msg m = { .base = files[i].base };
+		m.m.uid = row->uidnext++;
+		m.m.flags = files[i].flags;
+		m.m.keywords = bits;
+		m.m.modseq = modseq;
+		m.m.size = msg->len;
+		m.m.internaldate = files[i].date;
+		m.m.internaldate_tz = msg->tz;
+		if (ix->ops->msg_insert(ix, row->id, &m, &ixerr) != 0)
+			return mstore_ix_fail(error_r, ixerr);
+		mstore_row_count(row, m.m.flags, msg->len, 1);
+		uids_r[i] = m.m.uid;
+	}
+	if (clean && stat(cur_dir, &sb) == 0)
+		row->cur_mtime = mstore_mtime_ns(&sb);
+	if (ix->ops->box_update(ix, row, &ixerr) < 0)
+		return mstore_ix_fail(error_r, ixerr);
+	return MSTORE_OK;
+}
+
+int mstore_append_many(struct mstore *st, const char *name, const struct mstore_append_msg *msgs,
+		       size_t n, uint32_t *uidvalidity_r, uint32_t *uids_r, const char **error_r)
+{
+	char norm[MSTORE_NAME_MAX], dir[MSTORE_PATH_MAX];
+	char names[MSTORE_KEYWORDS_MAX][MSTORE_KEYWORD_LEN];
 	struct mail_index *ix = st->ix;
 	struct mail_index_box row;
 	const char *ixerr = NULL;
-	size_t n_names, n_kw;
+	size_t n_names;
 
 	int ret = mstore_name_normalize(name, norm, error_r);
-	if (ret == MSTORE_OK)
-		ret = mstore_keywords_parse(keywords, names, &n_names, error_r);
+	for (size_t i = 0; i < n && ret == MSTORE_OK; i++)
+		ret = mstore_keywords_parse(msgs[i].keywords, names, &n_names, error_r);
 	if (ret != MSTORE_OK)
 		return ret;
 	/* Before writing anything: a missing mailbox is the common [TRYCREATE] case. */
@@ -825,96 +935,49 @@ int mstore_append(struct mstore *st, const char *name, const void *data, size_t 
 		return mstore_fail(error_r, MSTORE_NOT_FOUND, "no mailbox '%s'", norm);
 	if (mstore_box_path(st, norm, dir, sizeof(dir)) < 0)
 		return mstore_fail(error_r, MSTORE_BAD_NAME, "path too long");
-	flags &= MSTORE_FLAGS_ALL;
-	if (internaldate <= 0)
-		internaldate = (int64_t)time(NULL);
+	struct mstore_append_file *files = calloc(n > 0 ? n : 1, sizeof(*files));
+	if (files == NULL)
+		return mstore_fail(error_r, MSTORE_IO, "out of memory");
+	for (size_t i = 0; i < n && ret == MSTORE_OK; i++)
+		ret = mstore_append_write(st, dir, &msgs[i], &files[i], error_r);
 
-	/* The leading timestamp is the internal date, so a rebuilt index keeps it. */
-	mstore_unique_name(st, internaldate, (uint64_t)len, base, sizeof(base));
-	mstore_flags_letters(flags, letters);
-	snprintf(tmp_path, sizeof(tmp_path), "%s/tmp/%s", dir, base);
-	snprintf(cur_path, sizeof(cur_path), "%s/cur/%s:2,%s", dir, base, letters);
-	snprintf(cur_dir, sizeof(cur_dir), "%s/cur", dir);
-
-	/* Written and synced outside the index lock: other sessions go on meanwhile. */
-	int fd = open(tmp_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
-	if (fd < 0)
-		return mstore_fail(error_r, mstore_errno_status(errno), "cannot create %s: %s",
-				   tmp_path, strerror(errno));
-	if (file_write_all(fd, data, len) < 0 || fsync(fd) < 0) {
-		int saved = errno;
-		close(fd);
-		unlink(tmp_path);
-		return mstore_fail(error_r, mstore_errno_status(saved), "cannot write %s: %s",
-				   tmp_path, strerror(saved));
-	}
-	if (close(fd) < 0) {
-		int saved = errno;
-		unlink(tmp_path);
-		return mstore_fail(error_r, mstore_errno_status(saved), "cannot close %s: %s",
-				   tmp_path, strerror(saved));
-	}
-
-	if (ix->ops->begin(ix, 1, &ixerr) < 0) {
-		unlink(tmp_path);
-		return mstore_ix_fail(error_r, ixerr);
-	}
 	struct mstore_undo undo = { 0 };
-	found = ix->ops->box_get(ix, norm, &row, &ixerr);
-	struct stat sb;
-	int clean = 0;
-	uint64_t bits = 0;
-	if (found < 0)
+	if (ret == MSTORE_OK && ix->ops->begin(ix, 1, &ixerr) < 0) {
 		ret = mstore_ix_fail(error_r, ixerr);
-	else if (!found || row.noselect)
-		ret = mstore_fail(error_r, MSTORE_NOT_FOUND, "no mailbox '%s'", norm);
-	else if (row.uidnext >= UINT32_MAX)
-		ret = mstore_fail(error_r, MSTORE_LIMIT, "mailbox '%s' has run out of UIDs", norm);
-	if (ret == MSTORE_OK) {
-		/* Only a cur/ as tern left it may be recorded as tern's after this. */
-		clean = stat(cur_dir, &sb) == 0 && mstore_mtime_ns(&sb) == row.cur_mtime;
-		if (ix->ops->keywords_get(ix, row.id, kw, &n_kw, &ixerr) < 0)
+	} else if (ret == MSTORE_OK) {
+		found = ix->ops->box_get(ix, norm, &row, &ixerr);
+		if (found < 0)
 			ret = mstore_ix_fail(error_r, ixerr);
+		else if (!found || row.noselect)
+			ret = mstore_fail(error_r, MSTORE_NOT_FOUND, "no mailbox '%s'", norm);
 		else
-			ret = mstore_keywords_bits(ix, row.id, kw, &n_kw, names, n_names, 1, &bits,
+			ret = mstore_append_locked(st, &row, dir, msgs, files, n, uids_r, &undo,
 						   error_r);
+		ret = mstore_finish(st, ret, &undo, error_r);
+		if (ret == MSTORE_OK && uidvalidity_r != NULL)
+			*uidvalidity_r = row.uidvalidity;
 	}
-	if (ret == MSTORE_OK) {
-		if (rename(tmp_path, cur_path) < 0)
-			ret = mstore_fail(error_r, mstore_errno_status(errno),
-					  "cannot rename %s: %s", tmp_path, strerror(errno));
-		else if (mstore_undo_add(&undo, MSTORE_UNDO_UNLINK, cur_path, NULL) < 0)
-			ret = mstore_fail(error_r, MSTORE_IO, "out of memory");
-		else if (file_fsync_dir(cur_dir) < 0)
-			ret = mstore_fail(error_r, mstore_errno_status(errno),
-					  "cannot fsync %s: %s", cur_dir, strerror(errno));
+	/* What a failure left in tmp/ (the files moved to cur/ were undone). */
+	for (size_t i = 0; i < n; i++) {
+		char tmp_path[MSTORE_PATH_MAX + MSTORE_FILE_MAX];
+		if (!files[i].in_tmp)
+			continue;
+		mstore_append_path(tmp_path, sizeof(tmp_path), dir, "tmp", &files[i]);
+		unlink(tmp_path);
 	}
-	if (ret == MSTORE_OK) {
-		struct mail_index_msg m = { .base = base };
-		m.m.uid = row.uidnext++;
-		m.m.flags = flags;
-		m.m.keywords = bits;
-		m.m.modseq = ++row.highestmodseq;
-		m.m.size = len;
-		m.m.internaldate = internaldate;
-		m.m.internaldate_tz = tz;
-		int ins = ix->ops->msg_insert(ix, row.id, &m, &ixerr);
-		if (ins != 0)
-			ret = mstore_ix_fail(error_r, ixerr);
-		mstore_row_count(&row, flags, len, 1);
-		if (clean && stat(cur_dir, &sb) == 0)
-			row.cur_mtime = mstore_mtime_ns(&sb);
-		if (ret == MSTORE_OK && ix->ops->box_update(ix, &row, &ixerr) < 0)
-			ret = mstore_ix_fail(error_r, ixerr);
-		if (ret == MSTORE_OK) {
-			if (uidvalidity_r != NULL)
-				*uidvalidity_r = row.uidvalidity;
-			if (uid_r != NULL)
-				*uid_r = m.m.uid;
-		}
-	}
-	ret = mstore_finish(st, ret, &undo, error_r);
-	unlink(tmp_path); /* after a failure before the rename */
+	free(files);
+	return ret;
+}
+
+int mstore_append(struct mstore *st, const char *name, const void *data, size_t len,
+		  uint32_t flags, const char *keywords, int64_t internaldate, int tz,
+		  uint32_t *uidvalidity_r, uint32_t *uid_r, const char **error_r)
+{
+	struct mstore_append_msg m = { data, len, flags, keywords, internaldate, tz };
+	uint32_t uid = 0;
+	int ret = mstore_append_many(st, name, &m, 1, uidvalidity_r, &uid, error_r);
+	if (ret == MSTORE_OK && uid_r != NULL)
+		*uid_r = uid;
 	return ret;
 }
 

@@ -135,6 +135,17 @@ int mstore_subscriptions(struct mstore *st, char ***names_r, size_t *n_r, const 
 int mstore_append(struct mstore *st, const char *name, const void *data, size_t len,
 		  uint32_t flags, const char *keywords, int64_t internaldate, int tz,
 		  uint32_t *uidvalidity_r, uint32_t *uid_r, const char **error_r);
+/* MULTIAPPEND (RFC 3502): all of msgs or none.  uids_r gets n UIDs, in order. */
+struct mstore_append_msg {
+	const void *data;
+	size_t len;
+	uint32_t flags;
+	const char *keywords;
+	int64_t internaldate;
+	int tz;
+};
+int mstore_append_many(struct mstore *st, const char *name, const struct mstore_append_msg *msgs,
+		       size_t n, uint32_t *uidvalidity_r, uint32_t *uids_r, const char **error_r);
 
 /* ---- a selected mailbox --------------------------------------------------------------- */
 

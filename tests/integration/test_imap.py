@@ -7,6 +7,7 @@ UTF-8, and curl as a third-party client.
 Clients: imaplib and a raw socket client (RawIMAP, below) for what imaplib will not do."""
 
 import base64
+import os
 import imaplib
 import re
 import socket
@@ -512,6 +513,37 @@ def test_append_with_flags_and_date_then_fetch(it):
     typ, data = m.status("Sent", "(MESSAGES)")
     assert b"MESSAGES 1" in data[0]
     m.logout()
+
+
+def test_multiappend_is_all_or_nothing(it):
+    """RFC 3502: when one message of a MULTIAPPEND cannot be stored, none is.  The
+    second message here brings the mailbox past its keyword limit, which only the
+    store's transaction finds out (after the first message's file is in cur/)."""
+    user = fresh_user(it)
+    m1 = make_message(subject="multi-1")
+    m2 = make_message(subject="multi-2")
+    kw1 = " ".join("$a%d" % i for i in range(40))
+    kw2 = " ".join("$b%d" % i for i in range(40))
+    with raw_login(it, user) as c:
+        c.send(b"x APPEND Archive (%s) {%d+}\r\n%s (%s) {%d+}\r\n%s\r\n"
+               % (kw1.encode(), len(m1), m1, kw2.encode(), len(m2), m2))
+        r = c.response("x")
+        assert r.status == "NO", r
+        r = c.ok("STATUS Archive (MESSAGES UIDNEXT)")
+        assert b"MESSAGES 0" in r.untagged[0] and b"UIDNEXT 1" in r.untagged[0], r
+        r = c.ok("SELECT Archive")
+        assert b"0 EXISTS" in r.untagged, r
+        flags = [u for u in r.untagged if u.startswith(b"FLAGS ")][0]
+        assert b"$a0" not in flags, flags  # the first message's keywords went too
+        # nothing left behind in the folder
+        folder = os.path.join(it.maildir(user), ".Archive")
+        for sub in ("cur", "new", "tmp"):
+            assert os.listdir(os.path.join(folder, sub)) == [], sub
+        # and the same two with room for their keywords both go in
+        c.send(b"y APPEND Archive ($a0) {%d+}\r\n%s ($b0) {%d+}\r\n%s\r\n"
+               % (len(m1), m1, len(m2), m2))
+        r = c.response("y")
+        assert r.status == "OK" and re.match(r"OK \[APPENDUID \d+ 1:2\]", r.text), r
 
 
 def test_literal_limits(it):
