@@ -5,6 +5,7 @@
 #include "queue/queue_file.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -279,6 +280,18 @@ static int touch_now(const char *path)
 	return utime(path, NULL);
 }
 
+/* Before messages are touched for a retry now: the delivery worker then also tries the
+ * destinations it had found dead.  Best effort (the messages are tried anyway). */
+static void flush_mark(const char *queue_dir)
+{
+	char path[4400];
+	snprintf(path, sizeof(path), "%s/" QUEUE_FLUSH_MARK, queue_dir);
+	int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd >= 0)
+		close(fd);
+	touch_now(path);
+}
+
 struct flush_ctx {
 	const char *queue_dir;
 	size_t n;
@@ -297,6 +310,7 @@ static int cli_queue_flush(const char *queue_dir)
 {
 	struct flush_ctx f = { queue_dir, 0 };
 	const char *err;
+	flush_mark(queue_dir);
 	if (queue_dir_scan(queue_dir, flush_cb, &f, &err) < 0) {
 		fprintf(stderr, "tern: %s\n", err);
 		return 1;
@@ -316,6 +330,7 @@ static int cli_queue_act(const char *queue_dir, const char *verb, const char *id
 			fprintf(stderr, "tern: %s is held: tern queue release %s\n", id, id);
 			return 1;
 		}
+		flush_mark(queue_dir);
 		if (touch_now(path) < 0) {
 			fprintf(stderr, "tern: %s: %s\n", path, strerror(errno));
 			return 1;

@@ -53,6 +53,8 @@ static void on_inotify(evutil_socket_t fd, short what, void *arg)
 			struct inotify_event *ev = (struct inotify_event *)p;
 			if (ev->mask & IN_Q_OVERFLOW)
 				qmgr_rescan(w->qmgr);
+			else if (ev->len > 0 && strcmp(ev->name, QUEUE_FLUSH_MARK) == 0)
+				qmgr_flush_dead(w->qmgr);
 			else if (ev->len > 0)
 				qmgr_dispatch(w->qmgr, ev->name);
 			p += sizeof(struct inotify_event) + ev->len;

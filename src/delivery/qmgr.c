@@ -536,6 +536,12 @@ static void scan_cb(void *ctx, const char *id)
 	qmgr_dispatch(ctx, id);
 }
 
+void qmgr_flush_dead(struct qmgr *q)
+{
+	remote_conns_revive(q->remote.conns);
+	log_info("delivery", "event=flush_requested");
+}
+
 void qmgr_rescan(struct qmgr *q)
 {
 	const char *error = NULL;

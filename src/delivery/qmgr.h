@@ -32,6 +32,9 @@ struct qmgr *qmgr_new(const struct qmgr_settings *set);
 void qmgr_dispatch(struct qmgr *q, const char *id);
 /* Looks at every queue file (at start, and after an inotify overflow). */
 void qmgr_rescan(struct qmgr *q);
+/* An administrator asked for the queue to be tried now: destinations found dead are
+ * tried again too. */
+void qmgr_flush_dead(struct qmgr *q);
 /* Messages known to the manager. */
 int qmgr_count(const struct qmgr *q);
 /* Starts nothing new; on_idle runs (from the loop) once no remote delivery is under way. */

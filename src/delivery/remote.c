@@ -15,8 +15,24 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #define REMOTE_REUSE_MAX_MESSAGES 100 /* messages on one connection before a fresh one */
+/* A destination none of whose hosts could be talked to is not tried again for a while:
+ * 10 s, doubling while it stays so, at most 10 minutes.  Its messages are deferred as
+ * after a failed attempt (the retry schedule's next step). */
+#define REMOTE_DEAD_FIRST 10
+#define REMOTE_DEAD_MAX 600
+#define REMOTE_DEAD_ENTRIES 256
+
+/* A destination that could not be reached (see REMOTE_DEAD_FIRST). */
+struct remote_dead {
+	char key[300];
+	time_t until;      /* 0: a free entry */
+	int period;        /* seconds, doubled at each new failure */
+	char status[16];
+	char error[600];
+};
 
 struct remote_idle {
 	struct remote_idle *next, *prev;
@@ -34,6 +50,7 @@ struct remote_conns {
 	int max_idle;
 	int n;
 	struct remote_idle *head;
+	struct remote_dead dead[REMOTE_DEAD_ENTRIES];
 };
 
 struct remote_hop {
@@ -57,6 +74,8 @@ struct remote_job {
 	int n_addrs;
 	int addr_i;
 	char addr_text[INET6_ADDRSTRLEN];
+	int talked;               /* a host of the destination answered (greeting, EHLO) */
+	int unreachable;          /* connections that failed before a transaction */
 	int no_tls;               /* retrying this address without STARTTLS (RFC 7435) */
 	int reused;               /* the connection came from the idle pool */
 	char key[300];            /* the destination, for the idle pool */
@@ -74,6 +93,7 @@ struct remote_job {
 static void try_next_hop(struct remote_job *job);
 static void try_next_addr(struct remote_job *job);
 static void start_fresh(struct remote_job *job);
+static void dead_note(struct remote_job *job);
 static void client_event(struct smtp_client *c, enum smtp_client_event ev, void *arg);
 
 /* ---- idle connections ----------------------------------------------------------------- */
@@ -220,6 +240,7 @@ static void finish(struct remote_job *job, enum remote_outcome rest)
 	if (job->last_status[0] == '\0')
 		set_failure(job, "4.4.1", "no answer from any host of %s", job->domain);
 	fail_rest(job, rest);
+	dead_note(job);
 	event_active(job->ev_finish, EV_TIMEOUT, 0);
 }
 
@@ -254,6 +275,60 @@ static void addr_to_text(const struct sockaddr_storage *ss, char *out, size_t ca
 	else
 		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)ss)->sin6_addr, out,
 			  (socklen_t)cap);
+}
+
+/* ---- dead destinations ---------------------------------------------------------------- */
+
+static struct remote_dead *dead_find(struct remote_conns *pool, const char *key)
+{
+	if (pool == NULL)
+		return NULL;
+	for (int i = 0; i < REMOTE_DEAD_ENTRIES; i++)
+		if (pool->dead[i].until != 0 && strcasecmp(pool->dead[i].key, key) == 0)
+			return &pool->dead[i];
+	return NULL;
+}
+
+/* After an attempt: a destination that answered is alive; one that could not be
+ * reached at all is dead for a while (longer each time in a row). */
+static void dead_note(struct remote_job *job)
+{
+	struct remote_conns *pool = job->ctx->conns;
+	struct remote_dead *d = dead_find(pool, job->key);
+	if (pool == NULL)
+		return;
+	if (job->talked || job->unreachable == 0) {
+		if (d != NULL && job->talked)
+			d->until = 0;
+		return;
+	}
+	time_t now = time(NULL);
+	if (d != NULL && now > d->until + REMOTE_DEAD_MAX)
+		d->period = 0; /* dead long ago, alive in between: start again from the first */
+	if (d == NULL) {
+		/* A free entry, else the one that ends first. */
+		d = &pool->dead[0];
+		for (int i = 0; i < REMOTE_DEAD_ENTRIES && d->until != 0; i++)
+			if (pool->dead[i].until < d->until)
+				d = &pool->dead[i];
+		memset(d, 0, sizeof(*d));
+		snprintf(d->key, sizeof(d->key), "%s", job->key);
+	}
+	d->period = d->period == 0 ? REMOTE_DEAD_FIRST
+				   : (d->period * 2 > REMOTE_DEAD_MAX ? REMOTE_DEAD_MAX : d->period * 2);
+	d->until = now + d->period;
+	snprintf(d->status, sizeof(d->status), "%s", job->last_status);
+	snprintf(d->error, sizeof(d->error), "%s", job->last_error);
+	log_info("delivery", "event=destination_dead destination=%s seconds=%d error=\"%s\"",
+		 job->key, d->period, d->error);
+}
+
+void remote_conns_revive(struct remote_conns *pool)
+{
+	if (pool == NULL)
+		return;
+	for (int i = 0; i < REMOTE_DEAD_ENTRIES; i++)
+		pool->dead[i].until = 0;
 }
 
 static void send_done(struct smtp_client *c, struct smtp_client_msg *m, int result, void *arg)
@@ -311,6 +386,7 @@ static void client_event(struct smtp_client *c, enum smtp_client_event ev, void 
 	struct remote_job *job = arg;
 	const struct remote_hop *hop = &job->hops[job->hop];
 	if (ev == SMTP_CLIENT_READY) {
+		job->talked = 1;
 		job->cmsg.from = job->msg->from;
 		job->cmsg.smtputf8 = job->msg->smtputf8;
 		job->cmsg.body_8bit = job->msg->body_8bit;
@@ -345,6 +421,7 @@ static void client_event(struct smtp_client *c, enum smtp_client_event ev, void 
 	log_info("delivery", "event=connect_failed qid=%s host=%s addr=%s error=\"%s\"", job->msg->id,
 		 hop->host, job->addr_text, job->last_error);
 	smtp_client_free(&job->client);
+	job->unreachable++;
 	job->addr_i++;
 	job->no_tls = 0;
 	try_next_addr(job);
@@ -508,6 +585,18 @@ struct remote_job *remote_job_start(const struct remote_ctx *ctx, const char *do
 	}
 	job->route = config_route_for(ctx->cfg, domain);
 	snprintf(job->key, sizeof(job->key), "%s", job->route ? job->route->host : domain);
+	struct remote_dead *d = dead_find(ctx->conns, job->key);
+	if (d != NULL && d->until > time(NULL)) {
+		/* No attempt: each would wait out the same failure and hold a slot. */
+		char when[32];
+		struct tm tm;
+		gmtime_r(&d->until, &tm);
+		strftime(when, sizeof(when), "%H:%M:%SZ", &tm);
+		set_failure(job, d->status, "delivery to %s suspended until %s (%s)", job->key, when,
+			    d->error);
+		finish(job, REMOTE_TEMPFAIL);
+		return job;
+	}
 	job->client = idle_take(ctx->conns, job->key, job->hops[0].host, sizeof(job->hops[0].host),
 				job->addr_text, sizeof(job->addr_text));
 	if (job->client != NULL) {

@@ -27,6 +27,10 @@ struct remote_ctx {
 struct remote_conns *remote_conns_new(struct event_base *base, int idle_seconds, int max_idle);
 /* Says QUIT on every idle connection and frees them. */
 void remote_conns_free(struct remote_conns **conns);
+/* The same object remembers destinations none of whose hosts could be reached: jobs
+ * for them fail at once (a temporary failure) for a while.  This forgets them all (an
+ * administrator asked for the queue to be tried now). */
+void remote_conns_revive(struct remote_conns *conns);
 
 enum remote_outcome {
 	REMOTE_TEMPFAIL, /* try again later */

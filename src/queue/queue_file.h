@@ -36,6 +36,9 @@
 #include <sys/types.h>
 
 #define QUEUE_ID_MAX 32
+/* Touched in the queue directory by `tern queue flush` and `retry` before the messages:
+ * the delivery worker then tries destinations it had found dead (not a message). */
+#define QUEUE_FLUSH_MARK ".flush"
 /* Every id queue_id_new() makes has exactly this many characters. */
 #define QUEUE_ID_LEN 20
 /* Longest value of one record (addresses, ENVID, ORCPT, HELO, user); longer ones are

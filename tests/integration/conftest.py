@@ -788,9 +788,10 @@ class Tern:
         return found[0] if count == 1 else found
 
     def queue_files(self):
+        """The queue's message files (not the dot-files, such as the flush mark)."""
         out = []
         for root, _, files in os.walk(os.path.join(self.data_dir, "queue")):
-            out += [os.path.join(root, f) for f in files]
+            out += [os.path.join(root, f) for f in files if not f.startswith(".")]
         return out
 
     def queue_contents(self):

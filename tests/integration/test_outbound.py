@@ -321,6 +321,42 @@ def test_misbehaving_remote_is_a_temporary_failure(make_tern, mode):
         bad.stop()
 
 
+def test_dead_destination_is_not_tried_for_each_message(make_tern):
+    """When no host of a destination can be reached, the next messages for it are
+    deferred at once ("suspended") instead of each waiting out the same failure;
+    `tern queue flush` tries it again, and then everything goes."""
+    dom = uniq("dead") + ".test"
+    port = delivery_port("127.0.0.12")
+    # A retry schedule of an hour: a message is tried only when something asks for it.
+    t = outbound(make_tern, port, retry_schedule="1h")
+    one_mx(t, dom, "127.0.0.12")  # nothing listens there yet
+    first = submit(t, "a@" + dom)
+    wait_for(lambda: t.events("destination_dead"), T(20), what="the destination marked dead")
+    later = [submit(t, "b%d@%s" % (i, dom)) for i in range(3)]
+
+    def suspended():
+        evs = [e for e in t.events("deferred") if "suspended" in e.get("reply", "")]
+        return evs if len({e["qid"] for e in evs}) >= 3 else None
+    evs = wait_for(suspended, T(20), what="the later messages deferred without an attempt")
+    assert evs[0]["status"].startswith("4."), evs
+    assert dom in evs[0]["reply"] and "127.0.0.12" in evs[0]["reply"], evs
+    tried = [e for e in t.events("connect_failed") if e.get("addr") == "127.0.0.12"]
+    assert len(tried) == 1, tried  # only the first message's attempt connected
+    sink = SmtpSink("127.0.0.12", port)
+    try:
+        # The flush forgets the suspension: what it starts is tried, not suspended.
+        n_suspended = len([e for e in t.events("deferred") if "suspended" in e.get("reply", "")])
+        t.cli("queue", "flush")
+        for m in [first] + later:
+            wait_for(lambda: sink.find(message_id_of(m)), T(20),
+                     what="every message once the destination answers")
+        wait_for(lambda: not t.queue_files(), T(10), what="the queue to empty")
+        assert len([e for e in t.events("deferred")
+                    if "suspended" in e.get("reply", "")]) == n_suspended
+    finally:
+        sink.stop()
+
+
 def test_kill_delivery_worker_mid_transfer(make_tern):
     dom = uniq("slow") + ".test"
     port = delivery_port("127.0.0.8")
