@@ -294,9 +294,9 @@ static struct remote_dead *dead_find(struct remote_conns *pool, const char *key)
 static void dead_note(struct remote_job *job)
 {
 	struct remote_conns *pool = job->ctx->conns;
-	struct remote_dead *d = dead_find(pool, job->key);
 	if (pool == NULL)
 		return;
+	struct remote_dead *d = dead_find(pool, job->key);
 	if (job->talked || job->unreachable == 0) {
 		if (d != NULL && job->talked)
 			d->until = 0;

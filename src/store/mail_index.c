@@ -678,8 +678,10 @@ static int mail_index_find_bulk(struct mail_index_sqlite *sq, int64_t box, const
 		return -1;
 	size_t blen = strlen(base);
 	int64_t lo = 1, hi = UINT32_MAX;
-	while (lo <= hi) {
-		int64_t mid = lo + (hi - lo) / 2;
+	/* The first probe is at the lowest UID, where bulk rows are when there are any:
+	 * a box without them (most) costs one probe. */
+	for (int first = 1; lo <= hi; first = 0) {
+		int64_t mid = first ? lo : lo + (hi - lo) / 2;
 		sqlite3_bind_int64(s, 1, box);
 		sqlite3_bind_int64(s, 2, mid);
 		int rc = sqlite3_step(s);
@@ -695,10 +697,7 @@ static int mail_index_find_bulk(struct mail_index_sqlite *sq, int64_t box, const
 		}
 		struct mail_index_msg m;
 		mail_index_msg_read(s, &m);
-		size_t rlen = strlen(m.base);
-		int c = memcmp(m.base, base, rlen < blen ? rlen : blen);
-		if (c == 0)
-			c = rlen < blen ? -1 : rlen > blen;
+		int c = mail_index_base_cmp(m.base, strlen(m.base), base, blen);
 		mail_index_done(s);
 		if (c == 0) {
 			*msg_r = m.m;

@@ -19,6 +19,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #define MAIL_INDEX_BASE_MAX 256        /* bytes of a maildir base name, NUL included */
 #define MAIL_INDEX_MTIME_NONE INT64_MIN /* cur_mtime of a mailbox never scanned */
@@ -41,6 +42,16 @@ struct mail_index_box {
 	uint32_t deleted;
 	uint64_t size;
 };
+
+/* The order of base names in the index (memcmp, the shorter first when one is the
+ * other's start): by_base scans, bulk rows and the names a sync sorts all follow it. */
+static inline int mail_index_base_cmp(const char *a, size_t alen, const char *b, size_t blen)
+{
+	int c = memcmp(a, b, alen < blen ? alen : blen);
+	if (c != 0)
+		return c;
+	return alen < blen ? -1 : alen > blen;
+}
 
 /* A message row.  base is the maildir name without its ":2,..." info part; borrowed by
  * msg_each callbacks for the duration of the call.  base_len: its bytes, or 0 when base

@@ -806,12 +806,13 @@ struct mstore_append_file {
 	int in_tmp;  /* written to tmp/, not yet moved */
 };
 
-static void mstore_append_path(char *out, size_t cap, const char *dir, const char *sub,
+/* f's file in dir's cur/ (with its flags), or in tmp/. */
+static void mstore_append_path(char *out, size_t cap, const char *dir, int in_cur,
 			       const struct mstore_append_file *f)
 {
 	char letters[8];
 	mstore_flags_letters(f->flags, letters);
-	if (strcmp(sub, "cur") == 0)
+	if (in_cur)
 		snprintf(out, cap, "%s/cur/%s:2,%s", dir, f->base, letters);
 	else
 		snprintf(out, cap, "%s/tmp/%s", dir, f->base);
@@ -828,7 +829,7 @@ static int mstore_append_write(struct mstore *st, const char *dir,
 	f->date = msg->internaldate > 0 ? msg->internaldate : (int64_t)time(NULL);
 	/* The leading timestamp is the internal date, so a rebuilt index keeps it. */
 	mstore_unique_name(st, f->date, (uint64_t)msg->len, f->base, sizeof(f->base));
-	mstore_append_path(tmp_path, sizeof(tmp_path), dir, "tmp", f);
+	mstore_append_path(tmp_path, sizeof(tmp_path), dir, 0, f);
 	int fd = open(tmp_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (fd < 0)
 		return mstore_fail(error_r, mstore_errno_status(errno), "cannot create %s: %s",
@@ -870,8 +871,8 @@ static int mstore_append_locked(struct mstore *st, struct mail_index_box *row, c
 	if (ix->ops->keywords_get(ix, row->id, kw, &n_kw, &ixerr) < 0)
 		return mstore_ix_fail(error_r, ixerr);
 	for (size_t i = 0; i < n; i++) {
-		mstore_append_path(tmp_path, sizeof(tmp_path), dir, "tmp", &files[i]);
-		mstore_append_path(cur_path, sizeof(cur_path), dir, "cur", &files[i]);
+		mstore_append_path(tmp_path, sizeof(tmp_path), dir, 0, &files[i]);
+		mstore_append_path(cur_path, sizeof(cur_path), dir, 1, &files[i]);
 		if (rename(tmp_path, cur_path) < 0)
 			return mstore_fail(error_r, mstore_errno_status(errno),
 					   "cannot rename %s: %s", tmp_path, strerror(errno));
@@ -962,7 +963,7 @@ int mstore_append_many(struct mstore *st, const char *name, const struct mstore_
 		char tmp_path[MSTORE_PATH_MAX + MSTORE_FILE_MAX];
 		if (!files[i].in_tmp)
 			continue;
-		mstore_append_path(tmp_path, sizeof(tmp_path), dir, "tmp", &files[i]);
+		mstore_append_path(tmp_path, sizeof(tmp_path), dir, 0, &files[i]);
 		unlink(tmp_path);
 	}
 	free(files);

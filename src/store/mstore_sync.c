@@ -119,16 +119,7 @@ nomem:
 	return -1;
 }
 
-/* The order of the index's base column (memcmp, shorter first). */
-static int mstore_base_cmp(const char *a, size_t alen, const char *b, size_t blen)
-{
-	int c = memcmp(a, b, alen < blen ? alen : blen);
-	if (c != 0)
-		return c;
-	return alen < blen ? -1 : alen > blen;
-}
-
-/* Base order (mstore_base_cmp), then the whole name.  The keys decide most pairs: file
+/* Base order (mail_index_base_cmp), then the whole name.  The keys decide most pairs: file
  * names have no NUL, so a base shorter than 16 bytes pads with what sorts first. */
 static int mstore_ent_cmp(const void *x, const void *y)
 {
@@ -136,7 +127,7 @@ static int mstore_ent_cmp(const void *x, const void *y)
 	for (int k = 0; k < 2; k++)
 		if (a->key[k] != b->key[k])
 			return a->key[k] < b->key[k] ? -1 : 1;
-	int c = mstore_base_cmp(a->name, a->base_len, b->name, b->base_len);
+	int c = mail_index_base_cmp(a->name, a->base_len, b->name, b->base_len);
 	return c != 0 ? c : strcmp(a->name, b->name);
 }
 
@@ -348,24 +339,28 @@ struct mstore_scan {
 	const char *error;
 };
 
+/* The current entry's base against base (len bytes); 1 past the last entry. */
+static int mstore_scan_cmp(const struct mstore_scan *sc, const char *base, size_t len)
+{
+	if (sc->pos >= sc->n)
+		return 1;
+	return mail_index_base_cmp(sc->ents[sc->pos].name, sc->ents[sc->pos].base_len, base, len);
+}
+
 static int mstore_scan_cb(void *ctx, const struct mail_index_msg *msg)
 {
 	struct mstore_scan *sc = ctx;
 	size_t rlen = strlen(msg->base);
 	sc->rows++;
-	while (sc->pos < sc->n && mstore_base_cmp(sc->ents[sc->pos].name, sc->ents[sc->pos].base_len,
-						  msg->base, rlen) < 0)
+	while (mstore_scan_cmp(sc, msg->base, rlen) < 0)
 		sc->pos++;
 	struct mstore_fix fx = { msg->m.uid, msg->m.flags, msg->m.flags, msg->m.keywords,
 				 msg->m.size };
-	if (sc->pos < sc->n && mstore_base_cmp(sc->ents[sc->pos].name, sc->ents[sc->pos].base_len,
-					       msg->base, rlen) == 0) {
+	if (mstore_scan_cmp(sc, msg->base, rlen) == 0) {
 		struct mstore_ent *e = &sc->ents[sc->pos];
 		/* Two files of one base (a copy left by a crash): the first one is the
 		 * message, the others are left alone. */
-		while (sc->pos < sc->n && mstore_base_cmp(sc->ents[sc->pos].name,
-							  sc->ents[sc->pos].base_len, msg->base,
-							  rlen) == 0)
+		while (mstore_scan_cmp(sc, msg->base, rlen) == 0)
 			sc->known[sc->pos++] = 1;
 		if (e->flags == msg->m.flags)
 			return 0;
@@ -452,7 +447,7 @@ static int mstore_sync_cur(struct mstore_sync *s, const char *cur_path, const ch
 		struct mstore_ent *e = &dl.ents[i];
 		if (sc.known[i] || e->base_len == 0 || e->base_len >= MSTORE_FILE_MAX)
 			continue;
-		if (i > 0 && mstore_base_cmp(e->name, e->base_len, dl.ents[i - 1].name,
+		if (i > 0 && mail_index_base_cmp(e->name, e->base_len, dl.ents[i - 1].name,
 					     dl.ents[i - 1].base_len) == 0)
 			continue;
 		int skip;
